@@ -1,0 +1,5 @@
+.PHONY: dev test bench
+dev:
+	./scripts/dev.sh
+test:
+	./scripts/test.sh

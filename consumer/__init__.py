@@ -1,0 +1,1 @@
+"""Identity reconciliation service: one customer identity per set of shared emails and phones."""

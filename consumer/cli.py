@@ -1,0 +1,74 @@
+"""`identity`: the service's processes and operator commands (also `python -m consumer`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import psycopg
+
+from consumer.config import Settings, get_settings
+from consumer.logs import configure_logging
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="identity", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("migrate", help="apply pending database migrations")
+    commands.add_parser("check", help="verify the identity graph's invariants; exits 1 on a violation")
+    commands.add_parser("worker", help="consume checkout events and reconcile them")
+    commands.add_parser("relay", help="publish outbox rows to the output topics")
+    api = commands.add_parser("api", help="serve POST /identify with uvicorn")
+    api.add_argument("--host", help="bind address (default: API_HOST)")
+    api.add_argument("--port", type=int, help="port (default: API_PORT)")
+    api.add_argument("--workers", type=int, help="uvicorn worker processes (default: API_WORKERS)")
+    dev = commands.add_parser("dev", help="run the whole stack locally on embedded PostgreSQL and Kafka")
+    dev.add_argument("--clean", action="store_true", help="start from an empty database")
+    dev.add_argument("--demo", action="store_true", help="replay the hillvalley story and show the results")
+    args = parser.parse_args(argv)
+
+    settings = get_settings()
+    configure_logging(settings)
+    command: str = args.command
+    if command == "migrate":
+        from consumer.migrate import migrate
+
+        applied = migrate(settings.database_url)
+        print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
+        return 0
+    if command == "check":
+        return _check(settings)
+    if command == "worker":
+        from consumer.worker import run_worker
+
+        return run_worker(settings)
+    if command == "relay":
+        from consumer.relay import run_relay
+
+        return run_relay(settings)
+    if command == "api":
+        from consumer.api import run_api
+
+        return run_api(settings, host=args.host, port=args.port, workers=args.workers)
+    from consumer.dev import run_dev
+
+    return run_dev(settings, clean=args.clean, demo=args.demo)
+
+
+def _check(settings: Settings) -> int:
+    from consumer.core import check_invariants
+
+    with psycopg.connect(settings.database_url) as conn:
+        violations = check_invariants(conn)
+    if not violations:
+        print("ok: every invariant holds")
+        return 0
+    for v in violations:
+        examples = ", ".join(map(str, v.contact_ids))
+        print(f"VIOLATION {v.rule}: {v.count} contact(s), e.g. ids {examples}")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

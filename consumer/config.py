@@ -1,0 +1,55 @@
+"""Settings, read once from environment variables (see the README's configuration table)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/identity"
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+
+    checkout_topic: str = "checkout.events"
+    resolved_topic: str = "identity.resolved"
+    merged_topic: str = "identity.merged"
+    dlq_topic: str = "checkout.events.dlq"
+    kafka_group_id: str = "identity-worker"
+    # Tansu delays a group join by about half the session timeout; 6 s keeps joins quick.
+    kafka_session_timeout_ms: int = 6000
+    kafka_heartbeat_interval_ms: int = 1000
+    kafka_max_poll_interval_ms: int = 300_000
+
+    worker_batch_size: int = Field(500, ge=1, le=5000)
+    worker_batch_timeout_s: float = Field(0.2, gt=0)
+    worker_metrics_port: int = 9101
+    relay_batch_size: int = Field(1000, ge=1)
+    relay_poll_interval_s: float = Field(1.0, gt=0)
+    relay_metrics_port: int = 9102
+    outbox_retention_hours: float = Field(24.0, ge=0)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_workers: int = Field(1, ge=1)
+    api_pool_min_size: int = Field(2, ge=1)
+    api_pool_max_size: int = Field(16, ge=1)
+    api_max_body_bytes: int = Field(16_384, ge=256)
+    api_source: str = "identity-api"
+
+    default_phone_region: str | None = None
+    email_max_length: int = Field(320, ge=3)
+    phone_max_length: int = Field(32, ge=3)
+    email_validation: bool = False
+
+    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,79 @@
+"""The event and HTTP contract as pydantic models (DESIGN.md, "Kafka contract" and rule 9).
+
+These models are the source of the JSON Schema files in `docs/schemas/`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RESOLVED_TYPE = "identity.resolved"
+MERGED_TYPE = "identity.merged"
+CHECKOUT_TYPE = "checkout.completed"
+
+
+class Outcome(StrEnum):
+    CREATED_PRIMARY = "created_primary"
+    CREATED_SECONDARY = "created_secondary"
+    MATCHED = "matched"
+    MERGED = "merged"
+
+
+class ContactPayload(BaseModel):
+    """The consolidated identity of one customer (rule 9)."""
+
+    primaryContatctId: int = Field(description="The primary contact id, in the original spec's spelling.")
+    primaryContactId: int
+    emails: list[str] = Field(description="The primary's email first, the rest oldest first; no duplicates.")
+    phoneNumbers: list[str] = Field(description="The primary's phone first, the rest oldest first.")
+    secondaryContactIds: list[int] = Field(description="Oldest first, by (created_at, id).")
+
+
+class IdentifyResponse(BaseModel):
+    contact: ContactPayload
+
+
+class CheckoutData(BaseModel):
+    """`data` of a `checkout.completed` event. Values are checked and normalized by `Normalizer`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    email: object = Field(None, json_schema_extra={"type": ["string", "null"]})
+    phoneNumber: object = Field(None, json_schema_extra={"type": ["string", "integer", "null"]})
+    orderId: str | int | None = None
+
+
+class ResolvedData(BaseModel):
+    sourceEventId: str
+    sourceEventSource: str
+    outcome: Outcome
+    contactId: int | None = Field(description="The id of the row this event created, or null.")
+    contact: ContactPayload
+
+
+class MergedData(BaseModel):
+    sourceEventId: str
+    survivingPrimaryId: int
+    mergedPrimaryIds: list[int] = Field(description="The primaries demoted to secondaries.")
+    relinkedContactIds: list[int] = Field(description="The former secondaries of the demoted primaries.")
+    contact: ContactPayload
+
+
+DataT = TypeVar("DataT")
+
+
+class CloudEvent(BaseModel, Generic[DataT]):
+    """A CloudEvents 1.0 envelope in structured JSON mode."""
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str
+    source: str
+    type: str
+    time: datetime | None = None
+    subject: str | None = None
+    datacontenttype: str = "application/json"
+    data: DataT

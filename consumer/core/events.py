@@ -1,0 +1,72 @@
+"""Output events (DESIGN.md, Kafka contract) built from a reconciliation, ready for the outbox."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from consumer.contract import MERGED_TYPE, RESOLVED_TYPE, CloudEvent, MergedData, ResolvedData
+from consumer.core.graph import Applied
+
+EVENT_SOURCE = "urn:identity-reconciliation"
+_ID_NAMESPACE = uuid.UUID("6f1c3c56-8d0e-4e8b-9a59-7f2ad3c1b0e4")
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    event_type: str
+    key: str
+    payload: dict[str, object]
+
+
+def output_event_id(source: str, event_id: str, event_type: str) -> str:
+    """Deterministic: one source event always yields the same output ids, so consumers can de-duplicate."""
+    return str(uuid.uuid5(_ID_NAMESPACE, f"{source}\x1f{event_id}\x1f{event_type}"))
+
+
+def outbox_events(source: str, event_id: str, applied: Applied, time: datetime) -> list[OutboxEvent]:
+    """`identity.resolved`, and `identity.merged` when a primary was demoted."""
+    contact = applied.contact.payload()
+    key = str(applied.contact.primary_id)
+    events = [
+        _envelope(
+            RESOLVED_TYPE,
+            source,
+            event_id,
+            key,
+            time,
+            ResolvedData(
+                sourceEventId=event_id,
+                sourceEventSource=source,
+                outcome=applied.outcome,
+                contactId=applied.contact_id,
+                contact=contact,
+            ),
+        )
+    ]
+    if applied.merge is not None:
+        merged = MergedData(
+            sourceEventId=event_id,
+            survivingPrimaryId=applied.merge.surviving_primary_id,
+            mergedPrimaryIds=list(applied.merge.merged_primary_ids),
+            relinkedContactIds=list(applied.merge.relinked_contact_ids),
+            contact=contact,
+        )
+        events.append(_envelope(MERGED_TYPE, source, event_id, key, time, merged))
+    return events
+
+
+def _envelope(
+    event_type: str, source: str, event_id: str, key: str, time: datetime, data: ResolvedData | MergedData
+) -> OutboxEvent:
+    event = CloudEvent[Any](
+        id=output_event_id(source, event_id, event_type),
+        source=EVENT_SOURCE,
+        type=event_type,
+        time=time,
+        subject=key,
+        data=data,
+    )
+    return OutboxEvent(event_type, key, event.model_dump(mode="json"))

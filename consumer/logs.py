@@ -1,0 +1,84 @@
+"""structlog configured once, as JSON, with personal data masked before anything is rendered."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+import structlog
+
+from consumer.config import Settings
+
+_PERSONAL_KEYS = frozenset({"email", "phone", "phone_number", "phonenumber", "emails", "phonenumbers"})
+_EMAIL = re.compile(r"[^\s@\"'<>,;:]+@[^\s@\"'<>,;:]+")
+# Six or more digits, maybe with separators, not glued to other word characters (ids, uuids, offsets).
+_PHONE = re.compile(r"(?<![\w\-])\+?\d[\d\s().\-]{4,}\d(?![\w\-])")
+
+
+def mask(value: str) -> str:
+    """A stable, non-reversible token for a personal value: equal inputs give equal tokens."""
+    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:12]
+
+
+def scrub(value: object) -> object:
+    """Mask every email address and phone-like digit run inside `value`, recursively."""
+    if isinstance(value, str):
+        return _PHONE.sub(lambda m: mask(m.group()), _EMAIL.sub(lambda m: mask(m.group()), value))
+    if isinstance(value, Mapping):
+        return {k: _mask_field(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [scrub(v) for v in value]
+    return value
+
+
+def _mask_field(key: str, value: object) -> object:
+    if key.lower() in _PERSONAL_KEYS and value is not None:
+        if isinstance(value, list | tuple):
+            return [mask(str(v)) for v in value]
+        return mask(str(value))
+    return scrub(value)
+
+
+def mask_personal_data(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: no raw email or phone number ever reaches a log line."""
+    for key, value in list(event_dict.items()):
+        event_dict[key] = _mask_field(key, value)
+    return event_dict
+
+
+def configure_logging(settings: Settings) -> None:
+    level = logging.getLevelName(settings.log_level)
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer()
+        if settings.log_format == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        mask_personal_data,
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        cache_logger_on_first_use=True,
+    )
+    # Route the standard library's loggers (uvicorn, psycopg) through the same pipeline.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
