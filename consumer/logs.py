@@ -15,8 +15,9 @@ from consumer.config import Settings
 
 _PERSONAL_KEYS = frozenset({"email", "phone", "phone_number", "phonenumber", "emails", "phonenumbers"})
 _EMAIL = re.compile(r"[^\s@\"'<>,;:]+@[^\s@\"'<>,;:]+")
-# Six or more digits, maybe with separators, not glued to other word characters (ids, uuids, offsets).
-_PHONE = re.compile(r"(?<![\w\-])\+?\d[\d\s().\-]{4,}\d(?![\w\-])")
+# Six or more digits, maybe with separators, not glued to other word characters (ids, uuids, offsets),
+# and not a uuid that happens to hold only decimal digits.
+_PHONE = re.compile(r"(?<![\w\-])(?!\d{8}(?:-\d{4}){3}-\d{12}(?![\w\-]))\+?\d[\d\s().\-]{4,}\d(?![\w\-])")
 
 
 def mask(value: str) -> str:
@@ -32,7 +33,10 @@ def scrub(value: object) -> object:
         return {k: _mask_field(str(k), v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [scrub(v) for v in value]
-    return value
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    # Renderers print any other object (an exception, a dataclass) by its repr, personal data included.
+    return scrub(repr(value))
 
 
 def _mask_field(key: str, value: object) -> object:
