@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     worker_batch_size: int = Field(500, ge=1, le=5000)
     worker_batch_timeout_s: float = Field(0.2, gt=0)
     worker_metrics_port: int = 9101
+    # Backoff for transient failures (database down, DLQ undeliverable): exponential, capped, unbounded.
+    worker_retry_initial_s: float = Field(0.5, gt=0)
+    worker_retry_max_s: float = Field(30.0, gt=0)
+    worker_db_connect_timeout_s: int = Field(5, ge=1)
+    # How long one DLQ delivery attempt may take before it is retried (the consumer keeps polling).
+    worker_dlq_timeout_s: float = Field(30.0, gt=0)
     relay_batch_size: int = Field(1000, ge=1)
     relay_poll_interval_s: float = Field(1.0, gt=0)
     relay_metrics_port: int = 9102

@@ -1,0 +1,182 @@
+"""One Kafka record -> a reconciliation `Request`, or the reason it goes to the dead-letter topic.
+
+Both CloudEvents 1.0 content modes are accepted: structured (the value is the JSON envelope) and binary
+(`ce_*` headers, the value is `data`). The `cloudevents` Kafka binding does the mode detection and the
+envelope parsing; the factory below adds what the binding leaves out for our contract (`id` and
+`specversion` must be present rather than defaulted, naive times are UTC, ids fit the database).
+
+Dead-letter messages never quote the input: only attribute names and fixed explanations.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from cloudevents.core.bindings.kafka import KafkaMessage, from_kafka
+from cloudevents.core.exceptions import CloudEventValidationError
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
+from pydantic import ValidationError
+
+from consumer.contract import CHECKOUT_TYPE, CheckoutData
+from consumer.core import Request
+from consumer.normalize import IdentifierError, MissingIdentifiers, Normalizer
+
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+# (source, id) is the primary key of processed_event; a B-tree entry must stay under ~2.7 kB.
+MAX_KEY_LENGTH = 256
+_KNOWN_ATTRIBUTES = frozenset(
+    {"specversion", "id", "source", "type", "time", "subject", "datacontenttype", "dataschema"}
+)
+_FORMAT = JSONFormat()
+
+HeaderValue = str | bytes | None
+Headers = Sequence[tuple[str, HeaderValue]] | Mapping[str, HeaderValue]
+
+
+class Reason(StrEnum):
+    """`error.reason` header values."""
+
+    UNDECODABLE = "undecodable"
+    INVALID_EVENT = "invalid_event"
+    INVALID_IDENTIFIER = "invalid_identifier"
+    NO_IDENTIFIERS = "no_identifiers"
+    KEY_REUSED = "key_reused"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    reason: Reason
+    message: str
+    """Human-readable, with no input values in it (it is stored in a header and logged)."""
+
+
+class _Rejected(Exception):
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.dead_letter = DeadLetter(reason, message)
+
+
+def decode(value: bytes | None, headers: Headers | None, normalizer: Normalizer) -> Request | DeadLetter:
+    """Never raises: anything that is not a usable `checkout.completed` event becomes a `DeadLetter`."""
+    try:
+        return _decode(value, header_dict(headers), normalizer)
+    except _Rejected as exc:
+        return exc.dead_letter
+    except Exception as exc:  # the binding's parser raises many types; none may stop a partition
+        return DeadLetter(Reason.INVALID_EVENT, f"not a valid CloudEvents envelope ({type(exc).__name__})")
+
+
+def _decode(value: bytes | None, headers: dict[str, bytes], normalizer: Normalizer) -> Request:
+    if not value:
+        raise _Rejected(Reason.UNDECODABLE, "the record has no value")
+    binary = any(name.lower().startswith("ce_") for name in headers)
+    if not binary:
+        content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
+        if content_type is not None and not _is_structured(content_type):
+            raise _Rejected(
+                Reason.INVALID_EVENT,
+                f"a record without ce_* headers must be a structured event ({STRUCTURED_CONTENT_TYPE})",
+            )
+    factory = _Factory()
+    try:
+        event = from_kafka(KafkaMessage(headers, None, value), _FORMAT, factory)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise _Rejected(Reason.UNDECODABLE, "the record (or a ce_ header) is not valid UTF-8 JSON") from None
+    except CloudEventValidationError as exc:
+        names = sorted(name for name in exc.errors if name in _KNOWN_ATTRIBUTES)
+        detail = ", ".join(names) if names else "an extension attribute name"
+        raise _Rejected(Reason.INVALID_EVENT, f"invalid CloudEvents attribute(s): {detail}") from None
+    except ValueError:
+        # dateutil's isoparse on `time`, base64 of `data_base64`, a JSON value that is not an object.
+        raise _Rejected(Reason.INVALID_EVENT, "not a valid CloudEvents 1.0 envelope") from None
+
+    data = event.get_data()
+    if not isinstance(data, dict):
+        if binary and isinstance(data, bytes | str):
+            raise _Rejected(Reason.UNDECODABLE, "the binary-mode value is not a JSON object")
+        raise _Rejected(Reason.INVALID_EVENT, "data must be a JSON object")
+    try:
+        checkout = CheckoutData.model_validate(data, strict=True)
+    except ValidationError as exc:
+        fields = sorted({".".join(map(str, e["loc"][:1])) for e in exc.errors()})
+        raise _Rejected(Reason.INVALID_EVENT, f"invalid data field(s): {', '.join(fields)}") from None
+    try:
+        identifiers = normalizer.identifiers(checkout.email, checkout.phoneNumber)
+    except MissingIdentifiers as exc:
+        raise _Rejected(Reason.NO_IDENTIFIERS, str(exc)) from None
+    except IdentifierError as exc:
+        # The email validator's own messages may quote parts of the address.
+        message = f"{exc.field} is not a valid address" if exc.reason == "invalid_email" else str(exc)
+        raise _Rejected(Reason.INVALID_IDENTIFIER, message) from None
+    if identifiers.email is not None and not _storable(identifiers.email):
+        raise _Rejected(Reason.INVALID_IDENTIFIER, "email holds a NUL or an unpaired surrogate character")
+    order_id = None if checkout.orderId is None else str(checkout.orderId)
+    if order_id is not None and not _storable(order_id):
+        raise _Rejected(Reason.INVALID_EVENT, "orderId holds a NUL or an unpaired surrogate character")
+    return Request(
+        identifiers,
+        source=event.get_source(),
+        event_id=event.get_id(),
+        occurred_at=factory.time,
+        order_id=order_id,
+        publish_unchanged=True,
+    )
+
+
+class _Factory:
+    """Builds the v1 event after the checks the library's defaults would hide.
+
+    The library invents an `id` and a `time` when they are absent; a made-up id would defeat
+    idempotency, and an absent time must mean "when the database processes it" (`occurred_at=None`).
+    """
+
+    def __init__(self) -> None:
+        self.time: datetime | None = None
+
+    def __call__(self, attributes: dict[str, Any], data: dict[str, Any] | str | bytes | None) -> CloudEvent:
+        if attributes.get("specversion") != "1.0":
+            raise _Rejected(Reason.INVALID_EVENT, "specversion must be '1.0'")
+        if attributes.get("type") != CHECKOUT_TYPE:
+            raise _Rejected(Reason.INVALID_EVENT, f"type must be '{CHECKOUT_TYPE}'")
+        for name in ("id", "source"):
+            text = attributes.get(name)
+            if not isinstance(text, str) or not text:
+                raise _Rejected(Reason.INVALID_EVENT, f"{name} is required and must be a non-empty string")
+            if len(text) > MAX_KEY_LENGTH or not _storable(text):
+                raise _Rejected(
+                    Reason.INVALID_EVENT,
+                    f"{name} must be at most {MAX_KEY_LENGTH} characters, without NUL or unpaired surrogates",
+                )
+        time = attributes.get("time")
+        if isinstance(time, datetime):
+            if time.tzinfo is None:
+                attributes["time"] = time = time.replace(tzinfo=UTC)
+            self.time = time
+        return CloudEvent(attributes, data)
+
+
+def header_dict(headers: Headers | None) -> dict[str, bytes]:
+    """Header name -> bytes (the last value wins, as in the CloudEvents binding)."""
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
+    return {name: value.encode() if isinstance(value, str) else value or b"" for name, value in pairs}
+
+
+def _is_structured(content_type: bytes) -> bool:
+    return content_type.split(b";", 1)[0].strip().lower() == STRUCTURED_CONTENT_TYPE.encode()
+
+
+def _storable(text: str) -> bool:
+    """PostgreSQL text cannot hold NUL, and a lone surrogate cannot be encoded as UTF-8."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
