@@ -1,0 +1,106 @@
+"""Building requests and reading the tables back, for the core's tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, LiteralString
+
+import psycopg
+from psycopg.rows import dict_row
+
+from consumer.core import Request
+from consumer.normalize import Normalizer
+
+SOURCE = "urn:test:checkout"
+NORMALIZER = Normalizer()
+
+
+def at(day: str) -> datetime:
+    """Midnight UTC of an ISO date, e.g. at("2023-04-01")."""
+    return datetime.fromisoformat(day).replace(tzinfo=UTC)
+
+
+def request(
+    email: object = None,
+    phone: object = None,
+    *,
+    event: str,
+    when: datetime | None = None,
+    source: str = SOURCE,
+    order_id: str | None = None,
+    publish_unchanged: bool = True,
+) -> Request:
+    """A request from raw values, normalized the way the worker and the API do it."""
+    return Request(
+        NORMALIZER.identifiers(email, phone),
+        source=source,
+        event_id=event,
+        occurred_at=when,
+        order_id=order_id,
+        publish_unchanged=publish_unchanged,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    id: int
+    email: str | None
+    phone_number: str | None
+    linked_id: int | None
+    link_precedence: str
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+    source: str
+    source_event_id: str
+
+
+def contacts(conn: psycopg.Connection[Any]) -> list[Row]:
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT id, email, phone_number, linked_id, link_precedence, created_at, updated_at, deleted_at,"
+            " source, source_event_id FROM contact ORDER BY id"
+        )
+        result = [Row(*row) for row in cur]
+    conn.commit()
+    return result
+
+
+def table(conn: psycopg.Connection[Any], statement: LiteralString) -> list[dict[str, Any]]:
+    """Rows of a test query as dicts; ends the read transaction so the core gets an idle connection."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(statement)
+        result = cur.fetchall()
+    conn.commit()
+    return result
+
+
+def outbox(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    return table(conn, "SELECT event_type, message_key, payload FROM outbox ORDER BY id")
+
+
+def merge_log(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    return table(
+        conn,
+        "SELECT source, source_event_id, email, phone_number, surviving_primary_id, demoted_primary_ids,"
+        " relinked_contact_ids FROM merge_log ORDER BY id",
+    )
+
+
+def counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """How many rows each table holds: a write shows up here."""
+    (row,) = table(
+        conn,
+        "SELECT (SELECT count(*) FROM contact) AS contact,"
+        " (SELECT count(*) FROM processed_event) AS processed_event,"
+        " (SELECT count(*) FROM merge_log) AS merge_log,"
+        " (SELECT count(*) FROM outbox) AS outbox",
+    )
+    return dict(row)
+
+
+def execute(conn: psycopg.Connection[Any], statement: LiteralString, params: tuple[object, ...] = ()) -> None:
+    """A hand-made change to the tables (corrupting or soft-deleting rows), committed."""
+    conn.execute(statement, params)
+    conn.commit()
