@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     api_pool_max_size: int = Field(16, ge=1)
     api_max_body_bytes: int = Field(16_384, ge=256)
     api_source: str = "identity-api"
+    # How long a request waits for a pooled connection before answering 503.
+    api_pool_timeout_s: float = Field(5.0, gt=0)
+    api_access_log: bool = False
 
     default_phone_region: str | None = None
     email_max_length: int = Field(320, ge=3)

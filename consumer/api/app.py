@@ -1,0 +1,66 @@
+"""The FastAPI application: factory, lifespan (connection pool), error handlers and middleware."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+from anyio import CapacityLimiter
+from fastapi import FastAPI
+from psycopg_pool import ConnectionPool
+
+from consumer.api import errors, metrics, routes
+from consumer.api.deps import Database
+from consumer.config import Settings, get_settings
+from consumer.logs import configure_logging
+from consumer.normalize import Normalizer
+
+DESCRIPTION = """Links every email and phone number a buyer uses into one customer identity.
+
+Every error has the body `{"error": {"code": ..., "message": ..., "field": ...}}`; see docs/api.md."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    # Each uvicorn worker process builds its own app, so logging is configured here too.
+    configure_logging(settings)
+    normalizer = Normalizer(
+        default_region=settings.default_phone_region,
+        email_max_length=settings.email_max_length,
+        phone_max_length=settings.phone_max_length,
+        validate_email=settings.email_validation,
+    )
+    app = FastAPI(
+        title="Identity reconciliation API", version="1", description=DESCRIPTION, lifespan=_lifespan
+    )
+    app.state.settings = settings
+    app.state.normalizer = normalizer
+    errors.install(app)
+    app.include_router(routes.router)
+    app.add_middleware(metrics.MetricsMiddleware)
+    app.openapi()["components"]["schemas"]["IdentifyRequest"] = routes.identify_request_schema(normalizer)
+    return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    pool: ConnectionPool = ConnectionPool(
+        settings.database_url,
+        min_size=settings.api_pool_min_size,
+        max_size=settings.api_pool_max_size,
+        timeout=settings.api_pool_timeout_s,
+        kwargs={"autocommit": True},
+        open=False,
+        name="identity-api",
+    )
+    # Not waiting for connections lets the process start while the database is down: /healthz
+    # answers, /readyz says 503, and the pool keeps reconnecting in the background.
+    pool.open(wait=False)
+    app.state.database = Database(pool, CapacityLimiter(settings.api_pool_max_size))
+    try:
+        yield
+    finally:
+        await anyio.to_thread.run_sync(pool.close)
+        metrics.process_exited()

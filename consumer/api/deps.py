@@ -1,0 +1,94 @@
+"""Request dependencies, as Annotated types the routes declare."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import anyio.to_thread
+import pydantic_core
+from anyio import CapacityLimiter
+from fastapi import Depends, Request
+from psycopg import Connection
+from psycopg_pool import ConnectionPool
+
+from consumer.api import metrics
+from consumer.api.errors import ApiError
+from consumer.config import Settings
+from consumer.normalize import Identifiers, Normalizer
+
+T = TypeVar("T")
+
+
+class Database:
+    """The sync psycopg pool, used only from worker threads, so the event loop never waits on PostgreSQL.
+
+    The limiter has as many tokens as the pool has connections: a thread that starts always finds a
+    connection, and requests beyond that queue cheaply on the event loop instead of in blocked threads.
+    """
+
+    def __init__(self, pool: ConnectionPool[Any], limiter: CapacityLimiter) -> None:
+        self.pool = pool
+        self.limiter = limiter
+
+    async def run(self, work: Callable[[Connection[Any]], T], *, timeout: float | None = None) -> T:
+        return await anyio.to_thread.run_sync(self._run, work, timeout, limiter=self.limiter)
+
+    def _run(self, work: Callable[[Connection[Any]], T], timeout: float | None) -> T:
+        try:
+            with self.pool.connection(timeout) as conn:
+                return work(conn)
+        finally:
+            metrics.record_pool(self.pool)
+
+
+async def _database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
+async def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+DatabaseDep = Annotated[Database, Depends(_database)]
+
+
+async def _identifiers(request: Request, settings: SettingsDep) -> Identifiers:
+    """The body of POST /identify, parsed and normalized (rules 1-2).
+
+    pydantic-core parses it rather than orjson: it keeps integers beyond 64 bits exact, and a phone
+    number sent as a long JSON number must not lose digits.
+    """
+    body = await _read_body(request, settings.api_max_body_bytes)
+    if not body:
+        raise ApiError(400, "missing_body", "the request body is empty; send a JSON object")
+    try:
+        data = pydantic_core.from_json(body, allow_inf_nan=False)
+    except ValueError:
+        raise ApiError(400, "malformed_json", "the request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(422, "invalid_body", "the request body must be a JSON object")
+    normalizer: Normalizer = request.app.state.normalizer
+    return normalizer.identifiers(data.get("email"), data.get("phoneNumber"))
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    too_large = ApiError(413, "body_too_large", f"the request body is larger than {limit} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    # A chunked body has no length up front: count while reading and stop at the limit.
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+IdentifiersBody = Annotated[Identifiers, Depends(_identifiers)]

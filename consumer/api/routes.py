@@ -1,0 +1,212 @@
+"""The routes: POST /identify, GET /contacts/{id}, health, readiness and metrics (docs/api.md)."""
+
+from __future__ import annotations
+
+import uuid
+from functools import partial
+from typing import Annotated, Any, Literal
+
+import anyio.to_thread
+import psycopg
+import structlog
+from fastapi import APIRouter, Header, Path
+from pydantic import BaseModel, Field
+from starlette.responses import Response
+
+from consumer.api import metrics
+from consumer.api.deps import DatabaseDep, IdentifiersBody, SettingsDep
+from consumer.api.errors import ApiError, responses
+from consumer.api.responses import json_response
+from consumer.contract import IdentifyResponse
+from consumer.core import ContactView, Request, contact_view, reconcile
+from consumer.migrate import pending
+from consumer.normalize import Normalizer
+
+log = structlog.get_logger(__name__)
+router = APIRouter()
+
+MAX_CONTACT_ID = 2**63 - 1
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+READY_TIMEOUT_S = 2.0
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+class Status(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    reason: str | None = Field(description="Why the process is not ready, or null.")
+    pendingMigrations: list[str] = Field(description="Migration versions not applied yet.")
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
+        description="Makes a retried call return the first answer without applying it twice. "
+        "Reusing a key with a different body is refused with 409.",
+    ),
+]
+
+
+def identify_request_schema(normalizer: Normalizer) -> dict[str, Any]:
+    """The JSON Schema of the POST /identify body, with this process's limits.
+
+    The body is parsed and checked by `Normalizer` (one module for the worker, the API and the
+    producer tools), so the schema is documentation: it describes exactly what the normalizer accepts,
+    except that it bounds a phone number's raw length by the limit the normalizer applies after
+    removing separators.
+    """
+    separator = r"[\s\-.()]"
+    phone_char = r"[\s\-.()0-9]"
+    email: dict[str, Any] = {
+        "type": ["string", "null"],
+        "maxLength": normalizer.email_max_length,
+        "description": "Trimmed and lowercased before matching. Null, empty or blank means absent.",
+    }
+    if normalizer.validate_email:
+        email["format"] = "email"
+    return {
+        "title": "IdentifyRequest",
+        "type": "object",
+        "description": "At least one of `email` and `phoneNumber` must be present and not blank. "
+        "Other properties are ignored.",
+        "properties": {
+            "email": email,
+            "phoneNumber": {
+                "description": "Digits with an optional leading `+`; spaces, dashes, dots and "
+                "parentheses are removed. A JSON integer is read as its decimal digits. "
+                "Null, empty or blank means absent.",
+                "anyOf": [
+                    {
+                        "type": "string",
+                        "maxLength": normalizer.phone_max_length,
+                        "pattern": rf"^{separator}*(\+?{phone_char}*[0-9]{phone_char}*)?$",
+                    },
+                    {"type": "integer", "minimum": 0, "maximum": 10**normalizer.phone_max_length - 1},
+                    {"type": "null"},
+                ],
+            },
+        },
+        "anyOf": [
+            {"required": ["email"], "properties": {"email": {"type": "string", "pattern": r"\S"}}},
+            {
+                "required": ["phoneNumber"],
+                "properties": {
+                    "phoneNumber": {"anyOf": [{"type": "string", "pattern": "[0-9]"}, {"type": "integer"}]}
+                },
+            },
+        ],
+    }
+
+
+@router.post(
+    "/identify",
+    summary="Reconcile an email and/or phone number into one customer identity",
+    response_model=IdentifyResponse,
+    responses={
+        200: {
+            "description": "The consolidated identity after applying the request.",
+            "headers": {
+                REPLAYED_HEADER: {
+                    "description": "`true` when this is the stored answer to a retried Idempotency-Key.",
+                    "schema": {"type": "string", "enum": ["true"]},
+                }
+            },
+        },
+        **responses(400, 409, 413, 422, 503),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/IdentifyRequest"}}},
+        }
+    },
+)
+async def identify(
+    identifiers: IdentifiersBody,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    request = Request(
+        identifiers,
+        source=settings.api_source,
+        event_id=idempotency_key or str(uuid.uuid4()),
+        occurred_at=None,
+        publish_unchanged=False,
+    )
+    resolution = await database.run(partial(reconcile, request=request))
+    metrics.RECONCILIATIONS.labels("replayed" if resolution.duplicate else resolution.outcome.value).inc()
+    if resolution.merge is not None and not resolution.duplicate:
+        log.info(
+            "clusters merged",
+            surviving_primary_id=resolution.merge.surviving_primary_id,
+            demoted_primary_ids=list(resolution.merge.merged_primary_ids),
+        )
+    headers = {REPLAYED_HEADER: "true"} if resolution.duplicate else None
+    return json_response(_contact_body(resolution.contact), headers=headers)
+
+
+@router.get(
+    "/contacts/{contact_id}",
+    summary="The consolidated identity of the cluster holding a contact id",
+    response_model=IdentifyResponse,
+    responses=responses(404, 422, 503),
+)
+async def get_contact(
+    contact_id: Annotated[int, Path(ge=1, le=MAX_CONTACT_ID, description="Any contact id of the cluster.")],
+    database: DatabaseDep,
+) -> Response:
+    view = await database.run(partial(contact_view, contact_id=contact_id))
+    if view is None:
+        raise ApiError(404, "contact_not_found", "no live contact has this id", "contact_id")
+    return json_response(_contact_body(view))
+
+
+@router.get("/healthz", summary="Liveness: the process answers", response_model=Status)
+async def healthz() -> Response:
+    return json_response({"status": "ok"})
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: the database answers and every migration is applied",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Not ready; `reason` says why."}},
+)
+async def readyz(database: DatabaseDep) -> Response:
+    try:
+        waiting = await database.run(_pending_versions, timeout=READY_TIMEOUT_S)
+    except psycopg.Error:
+        return _readiness("database unreachable", [])
+    if waiting:
+        return _readiness("migrations pending", waiting)
+    return json_response({"status": "ready", "reason": None, "pendingMigrations": []})
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
+async def get_metrics(database: DatabaseDep) -> Response:
+    metrics.record_pool(database.pool)
+    return Response(await anyio.to_thread.run_sync(metrics.render), media_type=metrics.CONTENT_TYPE)
+
+
+def _contact_body(view: ContactView) -> dict[str, Any]:
+    return {"contact": view.payload().model_dump()}
+
+
+def _pending_versions(conn: psycopg.Connection[Any]) -> list[str]:
+    return [migration.version for migration in pending(conn)]
+
+
+def _readiness(reason: str, waiting: list[str]) -> Response:
+    return json_response({"status": "unavailable", "reason": reason, "pendingMigrations": waiting}, 503)

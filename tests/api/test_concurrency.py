@@ -1,0 +1,71 @@
+"""32 concurrent clients with overlapping identifiers leave the identity graph consistent (rule 10)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import httpx
+import psycopg
+
+from consumer.core import check_invariants
+from tests.api.conftest import ApiServer
+
+CLIENTS = 32
+REQUESTS_PER_CLIENT = 8
+
+
+def requests_for(seed: int) -> list[dict[str, str]]:
+    """Few identifiers, drawn at random, so the clients keep colliding and merging clusters."""
+    rng = random.Random(seed)
+    bodies = []
+    for _ in range(REQUESTS_PER_CLIENT):
+        email = f"c{rng.randrange(24)}@hillvalley.edu"
+        phone = str(5550100 + rng.randrange(24))
+        bodies.append(
+            rng.choice([{"email": email}, {"phoneNumber": phone}, {"email": email, "phoneNumber": phone}])
+        )
+    return bodies
+
+
+def expected_clusters(bodies: list[dict[str, str]]) -> int:
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            x = parent[x]
+        return x
+
+    for body in bodies:
+        names = [
+            f"e:{body['email']}" if "email" in body else None,
+            f"p:{body['phoneNumber']}" if "phoneNumber" in body else None,
+        ]
+        first, *rest = [find(n) for n in names if n]
+        for other in rest:
+            parent[other] = first
+    return len({find(x) for x in parent})
+
+
+async def run_clients(url: str, plans: list[list[dict[str, str]]]) -> list[httpx.Response]:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=30, limits=httpx.Limits(max_connections=CLIENTS)
+    ) as http:
+
+        async def one_client(plan: list[dict[str, str]]) -> list[httpx.Response]:
+            return [await http.post("/identify", json=body) for body in plan]
+
+        results = await asyncio.gather(*(one_client(plan) for plan in plans))
+    return [response for responses in results for response in responses]
+
+
+def test_concurrent_clients_keep_every_invariant(api: ApiServer, db: psycopg.Connection[Any]) -> None:
+    plans = [requests_for(seed) for seed in range(CLIENTS)]
+
+    responses = asyncio.run(run_clients(api.url, plans))
+
+    assert [r.status_code for r in responses] == [200] * CLIENTS * REQUESTS_PER_CLIENT
+    assert check_invariants(db) == []
+    primaries = db.execute("SELECT count(*) FROM contact WHERE linked_id IS NULL").fetchone()
+    assert primaries == (expected_clusters([body for plan in plans for body in plan]),)
