@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import LiteralString
 
+from psycopg import sql
+
 # --- migrations -------------------------------------------------------------------------------------
 
 MIGRATION_LOCK = "SELECT pg_advisory_lock(hashtextextended('identity.migrate', 0))"
@@ -26,33 +28,63 @@ PROCESSED_EVENTS = """
 SELECT p.source, p.event_id, p.payload_hash, p.result
 FROM processed_event AS p
 JOIN unnest(%s::text[], %s::text[]) AS k(source, event_id) USING (source, event_id)"""
-MATCHING_PRIMARIES = """
-SELECT DISTINCT coalesce(linked_id, id)
-FROM contact
-WHERE deleted_at IS NULL AND (email = ANY(%s::text[]) OR phone_number = ANY(%s::text[]))"""
 # Row locks on the primaries serialize every change to a cluster; ORDER BY makes them one global order.
-LOCK_PRIMARIES = "SELECT id FROM contact WHERE id = ANY(%s::bigint[]) ORDER BY id FOR NO KEY UPDATE"
-LOCK_PRIMARIES_NOWAIT = LOCK_PRIMARIES + " NOWAIT"
-CLUSTER_ROWS = """
-SELECT id, email, phone_number, linked_id, created_at, updated_at
-FROM contact
-WHERE deleted_at IS NULL AND (id = ANY(%(ids)s::bigint[]) OR linked_id = ANY(%(ids)s::bigint[]))"""
+# The identifiers' clusters, by their primary's id (plans as index lookups however large the table).
+_MATCHING_PRIMARY_IDS = sql.SQL("""
+    SELECT coalesce(linked_id, id) AS id FROM contact
+    WHERE deleted_at IS NULL AND email = ANY(%(emails)s::text[])
+    UNION
+    SELECT coalesce(linked_id, id) FROM contact
+    WHERE deleted_at IS NULL AND phone_number = ANY(%(phones)s::text[])""")
+# Row locks on the primaries serialize every change to a cluster; ORDER BY makes them one global order.
+LOCK_MATCHING_PRIMARIES = sql.SQL("""
+SELECT id FROM contact
+WHERE id = ANY(ARRAY({primaries} UNION SELECT unnest(%(extra)s::bigint[])))
+ORDER BY id
+FOR NO KEY UPDATE""").format(primaries=_MATCHING_PRIMARY_IDS)
+LOCK_PRIMARIES_NOWAIT = """
+SELECT id FROM contact WHERE id = ANY(%s::bigint[]) ORDER BY id FOR NO KEY UPDATE NOWAIT"""
+# Every live row of every cluster that holds one of the identifiers.
+MATCHING_CLUSTERS = sql.SQL("""
+WITH p AS MATERIALIZED ({primaries})
+SELECT c.id, c.email, c.phone_number, c.linked_id, c.created_at, c.updated_at
+FROM p CROSS JOIN LATERAL (
+    SELECT * FROM contact WHERE id = p.id AND deleted_at IS NULL
+    UNION ALL
+    SELECT * FROM contact WHERE linked_id = p.id AND deleted_at IS NULL
+) AS c""").format(primaries=_MATCHING_PRIMARY_IDS)
 CLOCK = "SELECT clock_timestamp()"
 ALLOCATE_CONTACT_IDS = "SELECT nextval(pg_get_serial_sequence('contact', 'id')) FROM generate_series(1, %s)"
-COPY_CONTACTS = """
-COPY contact (id, email, phone_number, linked_id, link_precedence, created_at, updated_at, source,
-              source_event_id) FROM STDIN"""
+# Bulk writes take one JSON document per table: encoding it is far cheaper than adapting arrays.
+INSERT_CONTACTS = """
+INSERT INTO contact (id, email, phone_number, linked_id, link_precedence, created_at, updated_at, source,
+                     source_event_id)
+SELECT id, email, phone_number, linked_id, link_precedence, created_at, updated_at, source, source_event_id
+FROM jsonb_to_recordset(%s::jsonb) AS r(
+    id bigint, email text, phone_number text, linked_id bigint, link_precedence text,
+    created_at timestamptz, updated_at timestamptz, source text, source_event_id text)"""
 UPDATE_LINKS = """
 UPDATE contact AS c
-SET linked_id = v.linked_id, link_precedence = v.link_precedence, updated_at = v.updated_at
-FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::timestamptz[])
-     AS v(id, linked_id, link_precedence, updated_at)
-WHERE c.id = v.id"""
-COPY_MERGES = """
-COPY merge_log (source, source_event_id, email, phone_number, surviving_primary_id, demoted_primary_ids,
-                relinked_contact_ids, merged_at) FROM STDIN"""
-COPY_PROCESSED = "COPY processed_event (source, event_id, payload_hash, result) FROM STDIN"
-COPY_OUTBOX = "COPY outbox (event_type, message_key, payload) FROM STDIN"
+SET linked_id = r.linked_id, link_precedence = r.link_precedence, updated_at = r.updated_at
+FROM jsonb_to_recordset(%s::jsonb)
+     AS r(id bigint, linked_id bigint, link_precedence text, updated_at timestamptz)
+WHERE c.id = r.id"""
+INSERT_MERGES = """
+INSERT INTO merge_log (source, source_event_id, email, phone_number, surviving_primary_id,
+                       demoted_primary_ids, relinked_contact_ids, merged_at)
+SELECT source, source_event_id, email, phone_number, surviving_primary_id, demoted_primary_ids,
+       relinked_contact_ids, merged_at
+FROM jsonb_to_recordset(%s::jsonb) AS r(source text, source_event_id text, email text, phone_number text,
+     surviving_primary_id bigint, demoted_primary_ids bigint[], relinked_contact_ids bigint[],
+     merged_at timestamptz)"""
+INSERT_PROCESSED = """
+INSERT INTO processed_event (source, event_id, payload_hash, result)
+SELECT source, event_id, decode(payload_hash, 'hex'), result
+FROM jsonb_to_recordset(%s::jsonb) AS r(source text, event_id text, payload_hash text, result jsonb)"""
+INSERT_OUTBOX = """
+INSERT INTO outbox (event_type, message_key, payload)
+SELECT event_type, message_key, payload
+FROM jsonb_to_recordset(%s::jsonb) AS r(event_type text, message_key text, payload jsonb)"""
 
 # --- reads ------------------------------------------------------------------------------------------
 
@@ -61,6 +93,32 @@ SELECT id, email, phone_number, linked_id, created_at, updated_at
 FROM contact
 WHERE deleted_at IS NULL AND coalesce(linked_id, id) = (
     SELECT coalesce(linked_id, id) FROM contact WHERE id = %s AND deleted_at IS NULL
+)"""
+
+# --- outbox relay -----------------------------------------------------------------------------------
+
+# One relay publishes at a time: a session lock, released when the leader's connection ends.
+RELAY_TRY_LOCK = "SELECT pg_try_advisory_lock(hashtextextended('identity.relay', 0))"
+# Channel notified by the AFTER INSERT trigger of sql/002_outbox_notify.sql.
+RELAY_LISTEN = "LISTEN outbox"
+# Rows of still-running transactions are invisible and are picked up by a later round; marking rows
+# (not a high-water mark) is what makes a late commit with a lower id impossible to skip.
+OUTBOX_UNPUBLISHED = """
+SELECT id, event_type, message_key, payload, created_at
+FROM outbox
+WHERE published_at IS NULL AND txid < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY id
+LIMIT %s"""
+OUTBOX_MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE id = ANY(%s::bigint[])"
+OUTBOX_BACKLOG = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+# Bounded chunks keep each delete short; callers repeat until a chunk comes back short.
+OUTBOX_PRUNE = """
+DELETE FROM outbox
+WHERE id IN (
+    SELECT id FROM outbox
+    WHERE published_at < now() - %s * interval '1 hour'
+    ORDER BY published_at
+    LIMIT %s
 )"""
 
 # --- invariants (identity check) --------------------------------------------------------------------

@@ -5,9 +5,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from consumer.contract import MERGED_TYPE, RESOLVED_TYPE, CloudEvent, MergedData, ResolvedData
+from consumer.contract import MERGED_TYPE, RESOLVED_TYPE
 from consumer.core.graph import Applied
 
 EVENT_SOURCE = "urn:identity-reconciliation"
@@ -27,46 +26,50 @@ def output_event_id(source: str, event_id: str, event_type: str) -> str:
 
 
 def outbox_events(source: str, event_id: str, applied: Applied, time: datetime) -> list[OutboxEvent]:
-    """`identity.resolved`, and `identity.merged` when a primary was demoted."""
-    contact = applied.contact.payload()
-    key = str(applied.contact.primary_id)
-    events = [
-        _envelope(
-            RESOLVED_TYPE,
-            source,
-            event_id,
-            key,
-            time,
-            ResolvedData(
-                sourceEventId=event_id,
-                sourceEventSource=source,
-                outcome=applied.outcome,
-                contactId=applied.contact_id,
-                contact=contact,
-            ),
-        )
-    ]
+    """`identity.resolved`, and `identity.merged` when a primary was demoted.
+
+    Built as plain dicts on this hot path; tests validate them against the models in `consumer.contract`.
+    """
+    view = applied.contact
+    contact = {
+        "primaryContatctId": view.primary_id,
+        "primaryContactId": view.primary_id,
+        "emails": list(view.emails),
+        "phoneNumbers": list(view.phone_numbers),
+        "secondaryContactIds": list(view.secondary_ids),
+    }
+    key = str(view.primary_id)
+    resolved: dict[str, object] = {
+        "sourceEventId": event_id,
+        "sourceEventSource": source,
+        "outcome": applied.outcome.value,
+        "contactId": applied.contact_id,
+        "contact": contact,
+    }
+    events = [_envelope(RESOLVED_TYPE, source, event_id, key, time, resolved)]
     if applied.merge is not None:
-        merged = MergedData(
-            sourceEventId=event_id,
-            survivingPrimaryId=applied.merge.surviving_primary_id,
-            mergedPrimaryIds=list(applied.merge.merged_primary_ids),
-            relinkedContactIds=list(applied.merge.relinked_contact_ids),
-            contact=contact,
-        )
+        merged: dict[str, object] = {
+            "sourceEventId": event_id,
+            "survivingPrimaryId": applied.merge.surviving_primary_id,
+            "mergedPrimaryIds": list(applied.merge.merged_primary_ids),
+            "relinkedContactIds": list(applied.merge.relinked_contact_ids),
+            "contact": contact,
+        }
         events.append(_envelope(MERGED_TYPE, source, event_id, key, time, merged))
     return events
 
 
 def _envelope(
-    event_type: str, source: str, event_id: str, key: str, time: datetime, data: ResolvedData | MergedData
+    event_type: str, source: str, event_id: str, key: str, time: datetime, data: dict[str, object]
 ) -> OutboxEvent:
-    event = CloudEvent[Any](
-        id=output_event_id(source, event_id, event_type),
-        source=EVENT_SOURCE,
-        type=event_type,
-        time=time,
-        subject=key,
-        data=data,
-    )
-    return OutboxEvent(event_type, key, event.model_dump(mode="json"))
+    payload: dict[str, object] = {
+        "specversion": "1.0",
+        "id": output_event_id(source, event_id, event_type),
+        "source": EVENT_SOURCE,
+        "type": event_type,
+        "time": time.isoformat(),
+        "subject": key,
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+    return OutboxEvent(event_type, key, payload)

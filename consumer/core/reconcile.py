@@ -127,7 +127,9 @@ def reconcile_batch(
     extra_primaries: set[int] = set()
     for attempt in range(1, _MAX_ATTEMPTS + 1):
         try:
-            with conn.transaction():
+            # Pipeline mode: statements that do not need each other's results share one round trip,
+            # so a batch costs three or four round trips whatever its size.
+            with conn.pipeline(), conn.transaction():
                 return _Batch(conn, requests).run(extra_primaries)
         except _PrimaryBusy as exc:
             extra_primaries |= exc.primaries
@@ -163,29 +165,29 @@ class _Batch:
         self.conn = conn
         self.requests = requests
         self.created_by: dict[int, Request] = {}
-        self.merges: list[tuple[object, ...]] = []
-        self.processed: list[tuple[object, ...]] = []
+        self.merges: list[dict[str, object]] = []
+        self.processed: list[dict[str, object]] = []
         self.outbox: list[OutboxEvent] = []
         self._free_ids: list[int] = []
         self._pending = len(requests)
 
     def run(self, extra_primaries: set[int]) -> list[Resolution | KeyConflict]:
         conn, requests = self.conn, self.requests
-        conn.execute(queries.LOCK_KEYS, [sorted(set(_lock_keys(requests)))])
-        seen: dict[tuple[str, str], tuple[bytes, dict[str, Any]]] = {
-            (source, event_id): (bytes(digest), result)
-            for source, event_id, digest, result in conn.execute(
-                queries.PROCESSED_EVENTS, [[r.source for r in requests], [r.event_id for r in requests]]
-            )
+        identifiers = {
+            "emails": [r.identifiers.email for r in requests if r.identifiers.email is not None],
+            "phones": [r.identifiers.phone for r in requests if r.identifiers.phone is not None],
         }
-        fresh = [r for r in requests if (r.source, r.event_id) not in seen]
-        emails = [r.identifiers.email for r in fresh if r.identifiers.email is not None]
-        phones = [r.identifiers.phone for r in fresh if r.identifiers.phone is not None]
-        primaries = self._lock_clusters(emails, phones, extra_primaries)
-        graph = IdentityGraph.of(
-            Contact(*row) for row in conn.execute(queries.CLUSTER_ROWS, {"ids": primaries})
+        conn.execute(queries.LOCK_KEYS, [sorted(set(_lock_keys(requests)))])
+        processed = conn.execute(
+            queries.PROCESSED_EVENTS, [[r.source for r in requests], [r.event_id for r in requests]]
         )
-        now = _fetch_one(conn, queries.CLOCK)
+        locking = conn.execute(
+            queries.LOCK_MATCHING_PRIMARIES, {**identifiers, "extra": sorted(extra_primaries)}
+        )
+        graph, now = self._load_clusters(identifiers, {row[0] for row in locking.fetchall()})
+        seen: dict[tuple[str, str], tuple[bytes, dict[str, Any]]] = {
+            (source, event_id): (bytes(digest), result) for source, event_id, digest, result in processed
+        }
 
         results: list[Resolution | KeyConflict] = []
         for request in requests:
@@ -209,93 +211,104 @@ class _Batch:
         self._write(graph)
         return results
 
-    def _lock_clusters(self, emails: list[str], phones: list[str], extra: set[int]) -> list[int]:
-        """Row-lock the primary of every cluster the identifiers touch; returns the current primaries."""
-        locked = extra | set(self._matching_primaries(emails, phones))
-        self.conn.execute(queries.LOCK_PRIMARIES, [sorted(locked)])
+    def _load_clusters(
+        self, identifiers: dict[str, list[str]], locked: set[int]
+    ) -> tuple[IdentityGraph, datetime]:
+        """Load the clusters once every one of their primaries is locked by this transaction.
+
+        A concurrent merge may have moved an identifier to another cluster between the lookup and the
+        lock; that primary is then locked without waiting, or the transaction restarts with it.
+        """
         while True:
-            current = self._matching_primaries(emails, phones)
-            missing = set(current) - locked
+            rows = self.conn.execute(queries.MATCHING_CLUSTERS, identifiers, binary=True)
+            clock = self.conn.execute(queries.CLOCK)
+            graph = IdentityGraph.of(Contact(*row) for row in rows.fetchall())
+            emails, phones = set(identifiers["emails"]), set(identifiers["phones"])
+            current = {
+                r.primary_id for r in graph.rows.values() if r.email in emails or r.phone_number in phones
+            }
+            missing = current - locked
             if not missing:
-                return current
+                return graph, _first(clock)
             try:
-                self.conn.execute(queries.LOCK_PRIMARIES_NOWAIT, [sorted(missing)])
+                self.conn.execute(queries.LOCK_PRIMARIES_NOWAIT, [sorted(missing)]).fetchall()
             except errors.LockNotAvailable:
                 raise _PrimaryBusy(locked | missing) from None
             locked |= missing
-
-    def _matching_primaries(self, emails: list[str], phones: list[str]) -> list[int]:
-        if not emails and not phones:
-            return []
-        return [row[0] for row in self.conn.execute(queries.MATCHING_PRIMARIES, [emails, phones])]
 
     def _next_id(self) -> int:
         """Contact ids come from the table's sequence, fetched in blocks only once a row is needed."""
         if not self._free_ids:
             cursor = self.conn.execute(queries.ALLOCATE_CONTACT_IDS, [self._pending + 1])
-            self._free_ids = [row[0] for row in cursor][::-1]
+            self._free_ids = [row[0] for row in cursor.fetchall()][::-1]
         return self._free_ids.pop()
 
     def _record(
         self, request: Request, applied: Applied, stored: tuple[bytes, dict[str, Any]], now: datetime
     ) -> None:
         digest, result = stored
-        self.processed.append((request.source, request.event_id, digest, orjson.dumps(result).decode()))
+        self.processed.append(
+            {
+                "source": request.source,
+                "event_id": request.event_id,
+                "payload_hash": digest.hex(),
+                "result": result,
+            }
+        )
         if request.publish_unchanged or applied.outcome is not Outcome.MATCHED:
             self.outbox.extend(outbox_events(request.source, request.event_id, applied, now))
         if applied.merge is not None:
             merge = applied.merge
             self.merges.append(
-                (
-                    request.source,
-                    request.event_id,
-                    request.identifiers.email,
-                    request.identifiers.phone,
-                    merge.surviving_primary_id,
-                    list(merge.merged_primary_ids),
-                    list(merge.relinked_contact_ids),
-                    now,
-                )
+                {
+                    "source": request.source,
+                    "source_event_id": request.event_id,
+                    "email": request.identifiers.email,
+                    "phone_number": request.identifiers.phone,
+                    "surviving_primary_id": merge.surviving_primary_id,
+                    "demoted_primary_ids": merge.merged_primary_ids,
+                    "relinked_contact_ids": merge.relinked_contact_ids,
+                    "merged_at": now,
+                }
             )
 
     def _write(self, graph: IdentityGraph) -> None:
         inserted = {row.id for row in graph.inserted}
-        _copy(
-            self.conn,
-            queries.COPY_CONTACTS,
-            (
-                (
-                    row.id,
-                    row.email,
-                    row.phone_number,
-                    row.linked_id,
-                    row.link_precedence,
-                    row.created_at,
-                    row.updated_at,
-                    self.created_by[row.id].source,
-                    self.created_by[row.id].event_id,
-                )
-                for row in graph.inserted
-            ),
-        )
-        changed = [graph.rows[i] for i in sorted(graph.changed - inserted)]
-        if changed:
-            self.conn.execute(
-                queries.UPDATE_LINKS,
-                [
-                    [r.id for r in changed],
-                    [r.linked_id for r in changed],
-                    [r.link_precedence for r in changed],
-                    [r.updated_at for r in changed],
-                ],
-            )
-        _copy(self.conn, queries.COPY_MERGES, self.merges)
-        _copy(self.conn, queries.COPY_PROCESSED, self.processed)
-        _copy(
-            self.conn,
-            queries.COPY_OUTBOX,
-            ((e.event_type, e.key, orjson.dumps(e.payload).decode()) for e in self.outbox),
-        )
+        contacts = [
+            {
+                "id": r.id,
+                "email": r.email,
+                "phone_number": r.phone_number,
+                "linked_id": r.linked_id,
+                "link_precedence": r.link_precedence,
+                "created_at": r.created_at,
+                "updated_at": r.updated_at,
+                "source": self.created_by[r.id].source,
+                "source_event_id": self.created_by[r.id].event_id,
+            }
+            for r in graph.inserted
+        ]
+        links = [
+            {
+                "id": r.id,
+                "linked_id": r.linked_id,
+                "link_precedence": r.link_precedence,
+                "updated_at": r.updated_at,
+            }
+            for r in (graph.rows[i] for i in sorted(graph.changed - inserted))
+        ]
+        outbox = [
+            {"event_type": e.event_type, "message_key": e.key, "payload": e.payload} for e in self.outbox
+        ]
+        for statement, rows in (
+            (queries.INSERT_CONTACTS, contacts),
+            (queries.UPDATE_LINKS, links),
+            (queries.INSERT_MERGES, self.merges),
+            (queries.INSERT_PROCESSED, self.processed),
+            (queries.INSERT_OUTBOX, outbox),
+        ):
+            if rows:
+                self.conn.execute(statement, [orjson.dumps(rows).decode()])
 
 
 def _lock_keys(requests: Iterable[Request]) -> Iterable[int]:
@@ -307,16 +320,7 @@ def _lock_keys(requests: Iterable[Request]) -> Iterable[int]:
             yield lock_key("phone", r.identifiers.phone)
 
 
-def _copy(conn: psycopg.Connection[Any], statement: str, rows: Iterable[Sequence[object]]) -> None:
-    rows = list(rows)
-    if not rows:
-        return
-    with conn.cursor() as cur, cur.copy(statement) as copy:
-        for row in rows:
-            copy.write_row(row)
-
-
-def _fetch_one(conn: psycopg.Connection[Any], statement: str) -> Any:
-    row = conn.execute(statement).fetchone()
+def _first(cursor: psycopg.Cursor[Any]) -> Any:
+    row = cursor.fetchone()
     assert row is not None
     return row[0]
