@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from cloudevents.core.bindings.kafka import to_structured_event
+from cloudevents.core.bindings.kafka import KafkaMessage, to_structured_event
 from cloudevents.core.v1.event import CloudEvent
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -80,8 +80,23 @@ class CheckoutProducer:
 
         `time` (default: now) must be timezone-aware; it is sent in UTC.
         """
-        key = self.normalizer.identifiers(email, phone).partition_key
         event_id = event_id or str(uuid.uuid4())
+        message = self.message(email, phone, event_id=event_id, order_id=order_id, time=time, source=source)
+        self.send_raw(message.value, message.key, headers=message.headers)
+        return event_id
+
+    def message(
+        self,
+        email: str | None,
+        phone: str | int | None,
+        *,
+        event_id: str,
+        order_id: str | int | None = None,
+        time: datetime | None = None,
+        source: str | None = None,
+    ) -> KafkaMessage:
+        """The Kafka message `send` would queue: structured-mode CloudEvent, key, content-type header."""
+        key = self.normalizer.identifiers(email, phone).partition_key
         data: dict[str, Any] = {"email": email, "phoneNumber": phone, "orderId": order_id}
         event = CloudEvent(
             {
@@ -93,9 +108,7 @@ class CheckoutProducer:
             },
             data,
         )
-        message = to_structured_event(event, key_mapper=lambda _: key)
-        self.send_raw(message.value, message.key, headers=message.headers)
-        return event_id
+        return to_structured_event(event, key_mapper=lambda _: key)
 
     def send_record(self, record: CheckoutRecord, *, source: str | None = None) -> str:
         return self.send(
