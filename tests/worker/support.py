@@ -116,17 +116,6 @@ def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -
         consumer.close()
 
 
-def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "watermarks"})
-    try:
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in range(partitions)
-        }
-    finally:
-        consumer.close()
-
-
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
     """Poll `condition` until it holds; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -191,3 +180,81 @@ class WorkerProcess:
             self.process.kill()
             self.process.wait()
         self._out.close()
+
+
+_ID_FIELDS = frozenset(
+    {
+        "contactId",
+        "primaryContatctId",
+        "primaryContactId",
+        "secondaryContactIds",
+        "survivingPrimaryId",
+        "mergedPrimaryIds",
+        "relinkedContactIds",
+    }
+)
+
+
+def snapshot(database_url: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Contacts and outbox events with every contact id replaced by the event that created that row.
+
+    Ids come from a sequence in blocks, so they depend on how events were batched; provenance does not.
+    """
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT id, email, phone_number, linked_id, link_precedence, created_at, source_event_id"
+            " FROM contact ORDER BY created_at, id"
+        ).fetchall()
+        events = conn.execute("SELECT event_type, message_key, payload FROM outbox ORDER BY id").fetchall()
+    by_id = {row[0]: row[6] for row in rows}
+    contacts = [
+        (event, email, phone, by_id.get(linked), precedence, created)
+        for _, email, phone, linked, precedence, created, event in rows
+    ]
+
+    def canonical(value: Any, key: str = "") -> Any:
+        if isinstance(value, dict):
+            return {k: canonical(v, k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [canonical(v, key) for v in value]
+        if key in _ID_FIELDS and isinstance(value, int):
+            return by_id[value]
+        return value
+
+    outbox = [(kind, by_id[int(key)], canonical(payload["data"])) for kind, key, payload in events]
+    return contacts, outbox
+
+
+def components(pairs: Sequence[tuple[str | None, str | None]]) -> set[frozenset[str]]:
+    """Connected components of emails and phones that appeared together (union-find)."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for email, phone in pairs:
+        nodes = [n for n in (f"e:{email}" if email else None, f"p:{phone}" if phone else None) if n]
+        for node in nodes:
+            find(node)
+        if len(nodes) == 2:
+            parent[find(nodes[0])] = find(nodes[1])
+    groups: dict[str, set[str]] = {}
+    for node in parent:
+        groups.setdefault(find(node), set()).add(node)
+    return {frozenset(g) for g in groups.values()}
+
+
+def clusters(database_url: str) -> set[frozenset[str]]:
+    """The identity graph's clusters, as sets of "e:email" and "p:phone"."""
+    groups: dict[int, set[str]] = {}
+    with psycopg.connect(database_url) as conn:
+        for primary, email, phone in conn.execute(
+            "SELECT coalesce(linked_id, id), email, phone_number FROM contact WHERE deleted_at IS NULL"
+        ):
+            group = groups.setdefault(primary, set())
+            group |= {n for n in (f"e:{email}" if email else None, f"p:{phone}" if phone else None) if n}
+    return {frozenset(g) for g in groups.values()}
