@@ -75,6 +75,9 @@ class Normalizer:
             raise IdentifierError(
                 "email", "too_long", f"email is longer than {self.email_max_length} characters"
             )
+        if "\x00" in email:
+            # PostgreSQL text cannot store NUL: refuse it here rather than fail at insert time.
+            raise IdentifierError("email", "invalid_email", "email must not contain a NUL character")
         if self.validate_email:
             try:
                 validate_email(email, check_deliverability=False)
