@@ -1,0 +1,201 @@
+"""docker-compose.yml and the Dockerfile, checked without a Docker engine.
+
+The file must be valid under the Compose Specification's JSON schema (vendored in tests/data/), and
+honest: its commands are real subcommands, its images are pinned, its environment names are settings
+the service reads, and the topics it creates are the ones the settings name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import stat
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from jsonschema import Draft7Validator
+
+from consumer.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+SPEC = ROOT / "tests" / "data" / "compose-spec.json"
+APP_SERVICES = ("migrate", "worker", "relay", "api")
+LONG_RUNNING = ("postgres", "kafka", "worker", "relay", "api")
+ONE_SHOT = ("kafka-init", "migrate")
+# Read by consumer.migrate straight from the environment, not through Settings.
+NON_SETTINGS_ENV = {"MIGRATIONS_DIR"}
+
+_VARIABLE = re.compile(r"\$(?:(?P<escaped>\$)|\{(?P<name>\w+)(?::?-(?P<default>[^}]*))?\}|(?P<bare>\w+))")
+
+
+def interpolate(text: str) -> str:
+    """Compose's interpolation with an empty environment: every variable must have a default."""
+
+    def value(match: re.Match[str]) -> str:
+        if match["escaped"]:
+            return "$"
+        if match["default"] is None:
+            raise AssertionError(f"{match[0]} has no default: the file must work with no .env")
+        return match["default"]
+
+    return _VARIABLE.sub(value, text)
+
+
+@cache
+def compose() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(interpolate(COMPOSE_FILE.read_text()))
+    return document
+
+
+def services() -> dict[str, dict[str, Any]]:
+    result: dict[str, dict[str, Any]] = compose()["services"]
+    return result
+
+
+def test_the_file_is_valid_under_the_compose_specification() -> None:
+    validator = Draft7Validator(json.loads(SPEC.read_text()))
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(compose())]
+    assert errors == []
+
+
+def test_the_validation_is_not_vacuous() -> None:
+    validator = Draft7Validator(json.loads(SPEC.read_text()))
+    broken = {"services": {"api": {"image": "x:1", "depends_on": {"db": {"condition": "when_ready"}}}}}
+    assert not validator.is_valid(broken)
+    assert not validator.is_valid({"services": {"api": {"restart_policy": "always"}}})
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_app_services_run_real_identity_subcommands(service: str) -> None:
+    command = services()[service]["command"]
+    assert command[0] == "identity"
+    result = subprocess.run(
+        [sys.executable, "-m", "consumer", *command[1:], "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_dockerfile_default_command_is_real() -> None:
+    (cmd,) = re.findall(r"^CMD (.+)$", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    argv = json.loads(cmd)
+    assert argv[:2] == ["identity", "api"]
+    result = subprocess.run(
+        [sys.executable, "-m", "consumer", *argv[1:], "--help"], capture_output=True, cwd=ROOT
+    )
+    assert result.returncode == 0
+
+
+def test_images_are_pinned() -> None:
+    pulled = {name: s["image"] for name, s in services().items() if "build" not in s}
+    assert set(pulled) == {"postgres", "kafka", "kafka-init"}
+    for name, image in pulled.items():
+        repository, _, tag = image.partition(":")
+        assert tag and tag != "latest", f"{name}: {image} is not pinned"
+        if repository == "apache/kafka":
+            assert re.fullmatch(r"\d+\.\d+\.\d+", tag), f"{name}: pin an exact Kafka version"
+    assert pulled["kafka"] == pulled["kafka-init"], "the topic tool matches the broker"
+    (base,) = re.findall(r"^FROM (\S+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert base == "python:3.11-slim"
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_app_environment_names_are_settings_and_their_values_parse(service: str) -> None:
+    environment: dict[str, Any] = services()[service]["environment"]
+    fields = {name.upper() for name in Settings.model_fields}
+    assert set(environment) - NON_SETTINGS_ENV <= fields, "every variable is a setting the service reads"
+    settings = Settings(**{k.lower(): str(v) for k, v in environment.items() if k not in NON_SETTINGS_ENV})
+    assert settings.kafka_bootstrap_servers == "kafka:19092"
+    assert settings.database_url.startswith("postgresql://") and "@postgres:5432/" in settings.database_url
+
+
+def test_topics_created_are_the_settings_defaults(tmp_path: Path) -> None:
+    """Run kafka-init's real script, with a stand-in for kafka-topics.sh that records its arguments."""
+    init = services()["kafka-init"]
+    (script,) = init["command"]
+    recorder = tmp_path / "kafka-topics.sh"
+    calls = tmp_path / "calls.txt"
+    recorder.write_text(f'#!/bin/sh\necho "$*" >> {shlex.quote(str(calls))}\n')
+    recorder.chmod(recorder.stat().st_mode | stat.S_IEXEC)
+    assert init["entrypoint"][0] == "/bin/bash"
+    subprocess.run(
+        [*init["entrypoint"], script.replace("/opt/kafka/bin/kafka-topics.sh", str(recorder))],
+        env={"PATH": os.environ["PATH"], **{k: str(v) for k, v in init["environment"].items()}},
+        check=True,
+        timeout=30,
+    )
+    created: dict[str, int] = {}
+    for line in calls.read_text().splitlines():
+        args = line.split()
+        assert "--create" in args and "--if-not-exists" in args
+        assert args[args.index("--bootstrap-server") + 1] == "kafka:19092"
+        created[args[args.index("--topic") + 1]] = int(args[args.index("--partitions") + 1])
+
+    defaults = Settings.model_fields
+    expected = {
+        defaults[f].default for f in ("checkout_topic", "resolved_topic", "merged_topic", "dlq_topic")
+    }
+    assert set(created) == expected
+    assert created[defaults["checkout_topic"].default] > 1, "several partitions let workers scale out"
+
+
+def test_app_and_init_agree_on_topic_names() -> None:
+    topics = ("CHECKOUT_TOPIC", "RESOLVED_TOPIC", "MERGED_TOPIC", "DLQ_TOPIC")
+    init = services()["kafka-init"]["environment"]
+    for service in APP_SERVICES:
+        assert {t: services()[service]["environment"][t] for t in topics} == {t: init[t] for t in topics}
+
+
+def test_startup_order_health_checks_and_restart_policies() -> None:
+    s = services()
+
+    def waits_for(service: str) -> dict[str, str]:
+        return {name: dep["condition"] for name, dep in s[service].get("depends_on", {}).items()}
+
+    assert waits_for("kafka-init") == {"kafka": "service_healthy"}
+    assert waits_for("migrate") == {"postgres": "service_healthy"}
+    for service in ("worker", "relay"):
+        assert waits_for(service) == {
+            "migrate": "service_completed_successfully",
+            "kafka-init": "service_completed_successfully",
+        }
+    assert waits_for("api") == {"migrate": "service_completed_successfully"}
+    for service in LONG_RUNNING:
+        assert "healthcheck" in s[service], service
+        assert s[service]["restart"] == "unless-stopped", service
+    for service in ONE_SHOT:
+        assert s[service]["restart"] == "on-failure", service
+        assert "healthcheck" not in s[service]
+    assert "8000" in {str(p).rsplit(":", 1)[-1] for p in s["api"]["ports"]}
+    settings = Settings(
+        **{k.lower(): str(v) for k, v in s["api"]["environment"].items() if k not in NON_SETTINGS_ENV}
+    )
+    assert (settings.api_host, settings.api_port) == ("0.0.0.0", 8000)
+    assert f":{settings.api_port}/readyz" in " ".join(s["api"]["healthcheck"]["test"])
+    for service, port in (("worker", settings.worker_metrics_port), ("relay", settings.relay_metrics_port)):
+        assert f":{port}/metrics" in " ".join(s[service]["healthcheck"]["test"])
+
+
+def test_the_image_ships_the_migrations_where_the_services_look() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^COPY sql \./sql$", dockerfile, re.MULTILINE)
+    assert re.search(r"^WORKDIR /app$", dockerfile, re.MULTILINE)
+    assert "MIGRATIONS_DIR=/app/sql" in dockerfile
+    for service in APP_SERVICES:
+        assert services()[service]["environment"]["MIGRATIONS_DIR"] == "/app/sql"
+    # pyproject's `readme` must be in the build context for `pip install .`.
+    assert re.search(r"^COPY pyproject\.toml README\.md \./$", dockerfile, re.MULTILINE)
+    assert not any(
+        line.strip() in {"sql", "README.md"} for line in (ROOT / ".dockerignore").read_text().splitlines()
+    )
