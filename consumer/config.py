@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     relay_batch_size: int = Field(1000, ge=1)
     relay_poll_interval_s: float = Field(1.0, gt=0)
     relay_metrics_port: int = 9102
+    # A delivery not acknowledged within this time fails; the relay then retries from that row.
+    relay_delivery_timeout_s: float = Field(30.0, gt=0)
+    relay_prune_interval_s: float = Field(300.0, gt=0)
+    relay_retry_max_s: float = Field(30.0, gt=0)
     outbox_retention_hours: float = Field(24.0, ge=0)
 
     api_host: str = "127.0.0.1"
@@ -54,6 +58,9 @@ class Settings(BaseSettings):
     email_max_length: int = Field(320, ge=3)
     phone_max_length: int = Field(32, ge=3)
     email_validation: bool = False
+
+    dev_data_dir: str = ".local"
+    dev_checkout_partitions: int = Field(6, ge=1)
 
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

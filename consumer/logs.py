@@ -20,6 +20,17 @@ _EMAIL = re.compile(r"[^\s@\"'<>,;:]+@[^\s@\"'<>,;:]+")
 _PHONE = re.compile(r"(?<![\w\-])(?!\d{8}(?:-\d{4}){3}-\d{12}(?![\w\-]))\+?\d[\d\s().\-]{4,}\d(?![\w\-])")
 
 
+# Digit runs that are not phone numbers: IPv4 addresses and calendar dates stay readable.
+_NOT_PHONE = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}|\d{4}-\d{2}-\d{2}")
+
+
+def _mask_phone(match: re.Match[str]) -> str:
+    text = match.group()
+    if _NOT_PHONE.fullmatch(text) or sum(c.isdigit() for c in text) < 6:
+        return text
+    return mask(text)
+
+
 def mask(value: str) -> str:
     """A stable, non-reversible token for a personal value: equal inputs give equal tokens."""
     return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:12]
@@ -28,7 +39,7 @@ def mask(value: str) -> str:
 def scrub(value: object) -> object:
     """Mask every email address and phone-like digit run inside `value`, recursively."""
     if isinstance(value, str):
-        return _PHONE.sub(lambda m: mask(m.group()), _EMAIL.sub(lambda m: mask(m.group()), value))
+        return _PHONE.sub(_mask_phone, _EMAIL.sub(lambda m: mask(m.group()), value))
     if isinstance(value, Mapping):
         return {k: _mask_field(str(k), v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):

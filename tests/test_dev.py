@@ -1,0 +1,68 @@
+"""`identity dev --demo`: the whole local stack comes up, tells the hillvalley story, and stops cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from consumer.embedded import free_port
+
+
+@pytest.mark.slow
+def test_dev_stack_runs_the_demo_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "DEV_DATA_DIR": str(tmp_path),
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "API_PORT": str(free_port()),
+        "WORKER_METRICS_PORT": str(free_port()),
+        "RELAY_METRICS_PORT": str(free_port()),
+    }
+    env.pop("DATABASE_URL", None)
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "consumer", "dev", "--demo"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert dev.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 180
+    try:
+        for line in dev.stdout:
+            lines.append(line)
+            if "POST /identify" in line and '"phoneNumber":717171' in line:
+                lines.append(dev.stdout.readline())
+                break
+            assert time.monotonic() < deadline, "".join(lines)
+        descendants = psutil.Process(dev.pid).children(recursive=True)
+        assert {"worker", "relay", "api"} <= {
+            p.cmdline()[-1] for p in descendants if "consumer" in p.cmdline()
+        }
+        dev.send_signal(signal.SIGINT)
+        rest, _ = dev.communicate(timeout=60)
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+    output = "".join(lines) + rest
+
+    assert dev.returncode == 0, output
+    # The bridging purchase merged Biff's customer into George's, and both storefront calls agree.
+    assert "outcome=merged" in output and "identity.merged" in output, output
+    assert '"primaryContactId":1,"emails":["lorraine@hillvalley.edu","mcfly@hillvalley.edu"]' in output
+    assert (
+        '"emails":["george@hillvalley.edu","biffsucks@hillvalley.edu"],"phoneNumbers":["919191","717171"]'
+        in (output)
+    )
+    assert "dev | stopping" in output
+    assert not [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    # PostgreSQL keeps its data for the next run.
+    assert (tmp_path / "pgdata" / "PG_VERSION").exists()
