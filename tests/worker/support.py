@@ -68,7 +68,7 @@ def binary(event: dict[str, Any], key: str | None = None) -> Record:
     return Record(json.dumps(event["data"]).encode(), key.encode() if key else None, headers)
 
 
-def produce(bootstrap: str, topic: str, records: Sequence[Record], partition: int | None = None) -> None:
+def produce(bootstrap: str, topic: str, records: Sequence[Record]) -> None:
     """Produce in order and wait until every record is acknowledged."""
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
     failures: list[KafkaError] = []
@@ -78,8 +78,8 @@ def produce(bootstrap: str, topic: str, records: Sequence[Record], partition: in
             failures.append(error)
 
     for r in records:
-        extra = {} if partition is None else {"partition": partition}
-        producer.produce(topic, r.value, r.key, headers=r.headers, on_delivery=report, **extra)
+        headers: list[tuple[str, str | bytes | None]] = list(r.headers)
+        producer.produce(topic, r.value, r.key, headers=headers, on_delivery=report)
         producer.poll(0)
     assert producer.flush(30) == 0, "records still queued after 30 s"
     assert not failures, failures

@@ -62,11 +62,11 @@ def test_sigkill_at_random_moments_applies_every_event_exactly_once(
         worker = start_worker(WORKER_BATCH_SIZE="40")
         # Kill somewhere inside the next stretch of the stream, at a moment the test does not choose.
         target = processed(database_url) + rng.randrange(150, EVENTS // (KILLS + 1))
-        wait_until(
-            lambda target=target: processed(database_url) >= target,
-            90,
-            f"progress before kill {kill} (seed {seed})",
-        )
+
+        def reached(target: int = target) -> bool:
+            return processed(database_url) >= target
+
+        wait_until(reached, 90, f"progress before kill {kill} (seed {seed})")
         worker.kill()
     # A SIGKILLed member keeps its partitions until its session times out; the survivor then takes all.
     start_worker(WORKER_BATCH_SIZE="40")

