@@ -1,0 +1,386 @@
+"""The core against a small reference model, on random sequences of inputs.
+
+The model is written from the rules in DESIGN.md, independently of `consumer/core/graph.py`: it keeps
+a plain list of rows and recomputes the clusters from scratch with a union-find after every input.
+Rows are identified by their creation order (the model's index, the database's rank by id), because
+batches may leave gaps in the id sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from consumer.core import (
+    IdempotencyKeyReused,
+    KeyConflict,
+    Request,
+    Resolution,
+    check_invariants,
+    reconcile,
+    reconcile_batch,
+)
+from consumer.normalize import Identifiers
+from tests.conftest import reset_database
+from tests.core.helpers import SOURCE, contacts, outbox
+
+EMAILS = ["a@x.io", "b@x.io", "c@x.io", "d@x.io"]
+PHONES = ["111", "222", "333", "444"]
+DAY_ZERO = datetime(2023, 4, 1, tzinfo=UTC)
+NOW, FUTURE = "now", "future"
+When = int | str
+"""A day after DAY_ZERO, NOW (no event time: the API) or FUTURE (an event time to clamp)."""
+
+
+# --- inputs -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Input:
+    email: str | None
+    phone: str | None
+    when: When
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The event of an earlier input sent again: verbatim, or with a changed payload."""
+
+    of: int
+    changed: bool
+    email: str | None
+    phone: str | None
+
+
+def identifiers() -> st.SearchStrategy[tuple[str | None, str | None]]:
+    pair = st.tuples(st.none() | st.sampled_from(EMAILS), st.none() | st.sampled_from(PHONES))
+    return pair.filter(lambda p: p != (None, None))
+
+
+times: st.SearchStrategy[When] = st.integers(0, 6) | st.just(NOW) | st.just(FUTURE)
+inputs = st.tuples(identifiers(), times).map(lambda t: Input(t[0][0], t[0][1], t[1]))
+replays = st.tuples(st.integers(0, 29), st.booleans(), identifiers()).map(
+    lambda t: Replay(t[0], t[1], t[2][0], t[2][1])
+)
+steps = st.lists(st.one_of(inputs, inputs, inputs, replays), min_size=1, max_size=30)
+
+
+def event_time(when: When) -> datetime | None:
+    if when == NOW:
+        return None
+    if when == FUTURE:
+        return datetime.now(UTC) + timedelta(days=365)
+    assert isinstance(when, int)
+    return DAY_ZERO + timedelta(days=when)
+
+
+def plan(sequence: Sequence[Input | Replay]) -> list[tuple[Request, Input | Replay]]:
+    """Requests for the steps; a replay refers to an earlier input (by position among the inputs)."""
+    planned: list[tuple[Request, Input | Replay]] = []
+    sent: list[Request] = []
+    for step in sequence:
+        if isinstance(step, Input):
+            request = Request(
+                Identifiers(step.email, step.phone),
+                SOURCE,
+                f"e{len(sent)}",
+                occurred_at=event_time(step.when),
+            )
+            sent.append(request)
+        elif not sent:
+            continue
+        else:
+            original = sent[step.of % len(sent)]
+            step = Replay(step.of % len(sent), step.changed, step.email, step.phone)
+            request = original
+            if step.changed:
+                # The order id guarantees a different payload even when the identifiers are equal.
+                request = Request(
+                    Identifiers(step.email, step.phone), SOURCE, original.event_id, order_id="changed"
+                )
+        planned.append((request, step))
+    return planned
+
+
+# --- the reference model ----------------------------------------------------------------------------
+
+Canon = tuple[Any, ...]
+"""A result with every contact id replaced by its row's creation rank."""
+
+
+@dataclass
+class ModelRow:
+    email: str | None
+    phone: str | None
+    when: When
+
+    def age(self, index: int) -> tuple[int, int, int]:
+        # Rows without an event time (or clamped) are created "now": after every 2023 row, in order.
+        if self.when in (NOW, FUTURE):
+            return (1, 0, index)
+        assert isinstance(self.when, int)
+        return (0, self.when, index)
+
+
+@dataclass
+class Model:
+    rows: list[ModelRow] = field(default_factory=list)
+    parent: dict[str, str] = field(default_factory=dict)
+    """Union-find over identifiers ("e:..." and "p:..."): every input unions its email and phone, so a
+    request that bridges two clusters joins them even when it inserts no row."""
+
+    def find(self, key: str) -> str:
+        while (up := self.parent.setdefault(key, key)) != key:
+            self.parent[key] = self.parent.setdefault(up, up)
+            key = up
+        return key
+
+    def component(self, row: ModelRow) -> str:
+        return self.find(f"e:{row.email}" if row.email is not None else f"p:{row.phone}")
+
+    def primaries(self) -> list[int]:
+        """The primary (oldest row) of every row's cluster."""
+        oldest: dict[str, int] = {}
+        for i, row in enumerate(self.rows):
+            root = self.component(row)
+            if root not in oldest or row.age(i) < self.rows[oldest[root]].age(oldest[root]):
+                oldest[root] = i
+        return [oldest[self.component(row)] for row in self.rows]
+
+    def apply(self, step: Input) -> Canon:
+        before = self.primaries()
+        matched = [
+            i
+            for i, row in enumerate(self.rows)
+            if (step.email is not None and row.email == step.email)
+            or (step.phone is not None and row.phone == step.phone)
+        ]
+        touched = {before[i] for i in matched}
+        members = [i for i in range(len(self.rows)) if before[i] in touched]
+        new = not matched or any(
+            value is not None and all(getattr(self.rows[m], attr) != value for m in members)
+            for attr, value in (("email", step.email), ("phone", step.phone))
+        )
+        if step.email is not None and step.phone is not None:
+            self.parent[self.find(f"e:{step.email}")] = self.find(f"p:{step.phone}")
+        created = len(self.rows) if new else None
+        if new:
+            self.rows.append(ModelRow(step.email, step.phone, step.when))
+        after = self.primaries()
+        winner = after[created] if created is not None else after[matched[0]]
+        demoted = sorted(p for p in touched if p != winner)
+        relinked = sorted(i for i in members if before[i] in demoted and i not in touched)
+        merge = (winner, tuple(demoted), tuple(relinked)) if demoted else None
+        if merge:
+            outcome = "merged"
+        elif created is not None:
+            outcome = "created_secondary" if matched else "created_primary"
+        else:
+            outcome = "matched"
+        return (outcome, created, self.view(winner), merge, False)
+
+    def view(self, primary: int) -> Canon:
+        primaries = self.primaries()
+        others = sorted(
+            (i for i in range(len(self.rows)) if primaries[i] == primary and i != primary),
+            key=lambda i: self.rows[i].age(i),
+        )
+        ordered = [self.rows[primary], *(self.rows[i] for i in others)]
+        emails = tuple(dict.fromkeys(r.email for r in ordered if r.email is not None))
+        phones = tuple(dict.fromkeys(r.phone for r in ordered if r.phone is not None))
+        return (primary, emails, phones, tuple(others))
+
+    def table(self) -> list[Canon]:
+        primaries = self.primaries()
+        return [
+            (
+                row.email,
+                row.phone,
+                None if primaries[i] == i else primaries[i],
+                "primary" if primaries[i] == i else "secondary",
+                event_time(row.when) if isinstance(row.when, int) else NOW,
+            )
+            for i, row in enumerate(self.rows)
+        ]
+
+
+def expected(planned: Sequence[tuple[Request, Input | Replay]]) -> tuple[list[Canon], Model]:
+    model = Model()
+    answers: list[Canon] = []
+    first_answer: dict[str, Canon] = {}
+    for request, step in planned:
+        if isinstance(step, Input):
+            answer = model.apply(step)
+            first_answer[request.event_id] = answer
+        elif step.changed:
+            answer = ("conflict", request.source, request.event_id)
+        else:
+            answer = (*first_answer[request.event_id][:4], True)
+        answers.append(answer)
+    return answers, model
+
+
+# --- the database side ------------------------------------------------------------------------------
+
+
+def ranks(conn: psycopg.Connection[Any]) -> dict[int, int]:
+    return {row.id: rank for rank, row in enumerate(contacts(conn))}
+
+
+def canon(result: Resolution | KeyConflict, rank: dict[int, int]) -> Canon:
+    if isinstance(result, KeyConflict):
+        return ("conflict", result.source, result.event_id)
+    view = result.contact
+    merge = result.merge
+    return (
+        result.outcome.value,
+        None if result.contact_id is None else rank[result.contact_id],
+        (rank[view.primary_id], view.emails, view.phone_numbers, tuple(rank[i] for i in view.secondary_ids)),
+        None
+        if merge is None
+        else (
+            rank[merge.surviving_primary_id],
+            tuple(rank[i] for i in merge.merged_primary_ids),
+            tuple(rank[i] for i in merge.relinked_contact_ids),
+        ),
+        result.duplicate,
+    )
+
+
+def table(conn: psycopg.Connection[Any]) -> list[Canon]:
+    rows = contacts(conn)
+    rank = {row.id: n for n, row in enumerate(rows)}
+    return [
+        (
+            r.email,
+            r.phone_number,
+            None if r.linked_id is None else rank[r.linked_id],
+            r.link_precedence,
+            r.created_at if r.created_at < DAY_ZERO + timedelta(days=365) else NOW,
+        )
+        for r in rows
+    ]
+
+
+def canon_outbox(conn: psycopg.Connection[Any]) -> list[Canon]:
+    """The outbox rows with contact ids as ranks and without processing times."""
+    rank = ranks(conn)
+    ids = ("contactId", "primaryContatctId", "primaryContactId", "survivingPrimaryId")
+    lists = ("secondaryContactIds", "mergedPrimaryIds", "relinkedContactIds")
+
+    def ranked(data: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            if isinstance(value, dict):
+                out[key] = ranked(value)
+            elif key in ids and value is not None:
+                out[key] = rank[value]
+            elif key in lists:
+                out[key] = [rank[v] for v in value]
+            else:
+                out[key] = value
+        return out
+
+    return [
+        (
+            row["event_type"],
+            rank[int(row["message_key"])],
+            row["payload"]["id"],
+            ranked(row["payload"]["data"]),
+        )
+        for row in outbox(conn)
+    ]
+
+
+def one_by_one(
+    conn: psycopg.Connection[Any],
+    planned: Sequence[tuple[Request, Input | Replay]],
+    each: Callable[[int, Resolution | KeyConflict], None] = lambda n, r: None,
+) -> list[Resolution | KeyConflict]:
+    results: list[Resolution | KeyConflict] = []
+    for n, (request, _) in enumerate(planned):
+        try:
+            result: Resolution | KeyConflict = reconcile(conn, request)
+        except IdempotencyKeyReused as exc:
+            result = exc.conflict
+        results.append(result)
+        each(n, result)
+    return results
+
+
+@pytest.fixture(scope="module")
+def conn(database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(database_url) as connection:
+        yield connection
+
+
+FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FAST
+@given(sequence=steps)
+def test_one_by_one_agrees_with_the_model(
+    conn: psycopg.Connection[Any], sequence: list[Input | Replay]
+) -> None:
+    reset_database(conn)
+    planned = plan(sequence)
+    answers, model = expected(planned)
+    updated: dict[int, datetime] = {}
+
+    def check(n: int, result: Resolution | KeyConflict) -> None:
+        rows = contacts(conn)
+        rank = {row.id: i for i, row in enumerate(rows)}
+        assert [row.id for row in rows] == list(range(1, len(rows) + 1)), "one id per row, no gaps"
+        assert canon(result, rank) == answers[n], f"step {n}: {planned[n][1]}"
+        assert check_invariants(conn) == []
+        conn.rollback()
+        # updated_at moves exactly on the rows a merge relinked (rule 7).
+        changed = {rank[r.id] for r in rows if r.id in updated and r.updated_at != updated[r.id]}
+        merge = answers[n][3] if answers[n][0] != "conflict" and not answers[n][4] else None
+        assert changed == (set(merge[1]) | set(merge[2]) if merge else set())
+        updated.update((r.id, r.updated_at) for r in rows)
+
+    one_by_one(conn, planned, check)
+
+    assert table(conn) == model.table()
+    fresh = [a for a in answers if a[0] != "conflict" and not a[-1]]
+    resolved = [o for o in canon_outbox(conn) if o[0] == "identity.resolved"]
+    assert len(resolved) == len(fresh), "one identity.resolved per processed event"
+    assert len(canon_outbox(conn)) - len(resolved) == sum(1 for a in fresh if a[3] is not None)
+
+
+@FAST
+@given(sequence=steps, chunks=st.lists(st.integers(1, 8), max_size=8))
+def test_batches_agree_with_one_by_one(
+    conn: psycopg.Connection[Any], sequence: list[Input | Replay], chunks: list[int]
+) -> None:
+    """Chunked by `chunks` (the rest in one final batch; no chunks means one batch for everything)."""
+    planned = plan(sequence)
+    answers, model = expected(planned)
+
+    reset_database(conn)
+    singles = one_by_one(conn, planned)
+    single_rank = ranks(conn)
+    single_table, single_outbox = table(conn), canon_outbox(conn)
+
+    reset_database(conn)
+    batched: list[Resolution | KeyConflict] = []
+    start = 0
+    for size in [*chunks, len(planned)]:
+        if start < len(planned):
+            batched.extend(reconcile_batch(conn, [request for request, _ in planned[start : start + size]]))
+        start += size
+    batch_rank = ranks(conn)
+
+    assert [canon(r, batch_rank) for r in batched] == [canon(r, single_rank) for r in singles] == answers
+    assert table(conn) == single_table == model.table()
+    assert canon_outbox(conn) == single_outbox
+    assert check_invariants(conn) == []
+    conn.rollback()
