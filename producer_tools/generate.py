@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from producer_tools.records import CheckoutRecord
 
@@ -72,18 +72,22 @@ class SyntheticStream:
 
     def records(self) -> Iterator[CheckoutRecord]:
         rng = random.Random(f"{self.seed}/events")
-        rand, people, stats, n = rng.random, self.population, self.stats, self.customers
-        clock = START
+        rand, bits, people, n = rng.random, rng.getrandbits, self.population, self.customers
+        stats, family, merge_rate, late_rate = self.stats, self.family_phones, self.merge_rate, self.late_rate
+        order_prefix = f"ord-{self.seed}-"
+        clock = START.timestamp()
         for i in range(self.events):
             # Squaring skews choices towards low indexes: a few customers buy often, most rarely.
             buyer = people[int(n * rand() ** 2)]
-            clock += timedelta(seconds=1 + 60 * rand())
-            time = clock
-            if rand() < self.late_rate:
-                time = clock - timedelta(minutes=5 + 3 * 24 * 60 * rand())
+            clock += 1 + 60 * rand()
+            if rand() < late_rate:
+                # Five minutes to three days before the newest event so far.
+                time = datetime.fromtimestamp(clock - 300 - 259_200 * rand(), UTC)
                 stats.late += 1
+            else:
+                time = datetime.fromtimestamp(clock, UTC)
             shape = rand()
-            if rand() < self.merge_rate:
+            if rand() < merge_rate:
                 other = people[int(n * rand())]
                 while other.household == buyer.household:
                     other = people[int(n * rand())]
@@ -98,15 +102,15 @@ class SyntheticStream:
             else:
                 email, phone = None, _pick(buyer.phones, rand())
                 stats.phone_only += 1
-            if phone in self.family_phones:
+            if phone in family:
                 stats.family_phone_events += 1
             stats.records += 1
             yield CheckoutRecord(
-                email=None if email is None else _raw_email(email, rand()),
-                phone=None if phone is None else _raw_phone(phone, rand()),
-                order_id=f"ord-{self.seed}-{i:09d}",
-                event_id=_uuid4(rng.getrandbits(128)),
-                time=time,
+                None if email is None else _raw_email(email, rand()),
+                None if phone is None else _raw_phone(phone, rand()),
+                f"{order_prefix}{i:09d}",
+                _uuid4(bits(128)),
+                time,
             )
 
 

@@ -71,7 +71,7 @@ def consume(bootstrap: str, topic: str, count: int, timeout: float = 30.0) -> li
                 )
             )
         # Nothing beyond `count`: one more short poll must come back empty.
-        extra = consumer.poll(1.0)
+        extra = consumer.poll(0.5)
         assert extra is None or extra.error() is not None, "more messages than expected"
         return received
     finally:
