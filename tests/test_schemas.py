@@ -44,7 +44,7 @@ def test_core_output_events_validate() -> None:
 
 
 def test_producer_events_validate() -> None:
-    producer = CheckoutProducer("127.0.0.1:1", settings=Settings())
+    producer = CheckoutProducer("127.0.0.1:1", settings=Settings(), config={"log_level": 0})
     validator = _validator("checkout.completed.json")
     for record in synthetic_records(50, 500, seed=3):
         assert record.event_id is not None

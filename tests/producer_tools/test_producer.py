@@ -5,8 +5,10 @@ from datetime import UTC, datetime
 import pytest
 
 from consumer.config import Settings
+from consumer.core import Request
 from consumer.normalize import MissingIdentifiers
-from producer_tools import CheckoutProducer
+from consumer.worker.decode import decode
+from producer_tools import CheckoutProducer, synthetic_records
 from producer_tools.cli import main
 from tests.producer_tools.conftest import consume
 
@@ -95,3 +97,19 @@ def test_cli_send_without_identifiers_is_a_usage_error(capsys: pytest.CaptureFix
         main(["send", "--bootstrap-servers", "127.0.0.1:1", "--email", " "])
     assert exit_info.value.code == 2
     assert "at least one of 'email' or 'phoneNumber'" in capsys.readouterr().err
+
+
+def test_the_worker_decodes_every_producer_event_to_the_same_key() -> None:
+    """Producer and worker share one normalizer: the key the producer picks is what the worker matches."""
+    producer = CheckoutProducer("127.0.0.1:1", settings=Settings(), config={"log_level": 0})
+    normalizer = producer.normalizer
+    for record in synthetic_records(100, 2000, seed=4):
+        assert record.event_id is not None
+        message = producer.message(
+            record.email, record.phone, event_id=record.event_id, order_id=record.order_id, time=record.time
+        )
+        request = decode(message.value, message.headers, normalizer)
+        assert isinstance(request, Request), request
+        assert request.identifiers.partition_key == message.key
+        assert (request.source, request.event_id) == (producer.source, record.event_id)
+        assert request.occurred_at == record.time

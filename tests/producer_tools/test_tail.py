@@ -8,8 +8,10 @@ import sys
 import threading
 from collections.abc import Callable
 
+import pytest
 from confluent_kafka import Producer
 
+from producer_tools.cli import main
 from producer_tools.tail import tail
 from tests.producer_tools.samples import story_events
 
@@ -113,3 +115,9 @@ def test_tail_stops_after_an_idle_timeout(kafka_bootstrap: str, new_topic: Calla
     out = io.StringIO()
     assert tail(kafka_bootstrap, [new_topic()], out, idle_timeout=0.5) == 0
     assert out.getvalue() == ""
+
+
+def test_tail_names_a_missing_topic(kafka_bootstrap: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tail", "--bootstrap-servers", kafka_bootstrap, "--topic", "no.such.topic.here"])
+    assert "no such topic: no.such.topic.here" in str(exit_info.value)
