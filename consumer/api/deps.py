@@ -76,6 +76,8 @@ async def _identifiers(request: Request, settings: SettingsDep) -> Identifiers:
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
+    # Not FastAPI(max_body_size=...): Starlette answers a declared oversized body with its own
+    # plain-text 413, which would break the one error shape.
     too_large = ApiError(413, "body_too_large", f"the request body is larger than {limit} bytes")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:

@@ -56,20 +56,26 @@ IdempotencyKey = Annotated[
 def identify_request_schema(normalizer: Normalizer) -> dict[str, Any]:
     """The JSON Schema of the POST /identify body, with this process's limits.
 
-    The body is parsed and checked by `Normalizer` (one module for the worker, the API and the
-    producer tools), so the schema is documentation: it describes exactly what the normalizer accepts,
-    except that it bounds a phone number's raw length by the limit the normalizer applies after
-    removing separators.
+    `Normalizer` (one module for the worker, the API and the producer tools) parses the body; this
+    schema documents exactly what it accepts, so clients and schemathesis can rely on it. Lengths
+    count what is left after trimming (emails) or removing separators (phones), hence the patterns.
     """
-    separator = r"[\s\-.()]"
-    phone_char = r"[\s\-.()0-9]"
+    email_max, phone_max = normalizer.email_max_length, normalizer.phone_max_length
+    sep = r"[\s\-.()]*"
+    char = r"[^\s\x00]"  # PostgreSQL text cannot hold NUL
     email: dict[str, Any] = {
         "type": ["string", "null"],
-        "maxLength": normalizer.email_max_length,
-        "description": "Trimmed and lowercased before matching. Null, empty or blank means absent.",
+        "pattern": rf"^\s*(?:{char}(?:[^\x00]{{0,{email_max - 2}}}{char})?)?\s*$",
+        "description": f"Trimmed and lowercased, then at most {email_max} characters. "
+        "Null, empty or blank means absent.",
     }
     if normalizer.validate_email:
         email["format"] = "email"
+    phone_string = {
+        "type": "string",
+        "maxLength": 4 * phone_max,
+        "pattern": rf"^{sep}(?:\+{sep}(?:[0-9]{sep}){{1,{phone_max - 1}}}|(?:[0-9]{sep}){{0,{phone_max}}})$",
+    }
     return {
         "title": "IdentifyRequest",
         "type": "object",
@@ -79,15 +85,11 @@ def identify_request_schema(normalizer: Normalizer) -> dict[str, Any]:
             "email": email,
             "phoneNumber": {
                 "description": "Digits with an optional leading `+`; spaces, dashes, dots and "
-                "parentheses are removed. A JSON integer is read as its decimal digits. "
-                "Null, empty or blank means absent.",
+                f"parentheses are removed, leaving at most {phone_max} characters. A JSON integer "
+                "is read as its decimal digits. Null, empty or blank means absent.",
                 "anyOf": [
-                    {
-                        "type": "string",
-                        "maxLength": normalizer.phone_max_length,
-                        "pattern": rf"^{separator}*(\+?{phone_char}*[0-9]{phone_char}*)?$",
-                    },
-                    {"type": "integer", "minimum": 0, "maximum": 10**normalizer.phone_max_length - 1},
+                    phone_string,
+                    {"type": "integer", "minimum": 0, "maximum": 10**phone_max - 1},
                     {"type": "null"},
                 ],
             },
@@ -106,6 +108,7 @@ def identify_request_schema(normalizer: Normalizer) -> dict[str, Any]:
 
 @router.post(
     "/identify",
+    operation_id="identify",
     summary="Reconcile an email and/or phone number into one customer identity",
     response_model=IdentifyResponse,
     responses={
@@ -115,6 +118,13 @@ def identify_request_schema(normalizer: Normalizer) -> dict[str, Any]:
                 REPLAYED_HEADER: {
                     "description": "`true` when this is the stored answer to a retried Idempotency-Key.",
                     "schema": {"type": "string", "enum": ["true"]},
+                }
+            },
+            "links": {
+                "GetContact": {
+                    "operationId": "getContact",
+                    "parameters": {"contact_id": "$response.body#/contact/primaryContactId"},
+                    "description": "The same identity, later, by its primary contact id.",
                 }
             },
         },
@@ -154,6 +164,7 @@ async def identify(
 
 @router.get(
     "/contacts/{contact_id}",
+    operation_id="getContact",
     summary="The consolidated identity of the cluster holding a contact id",
     response_model=IdentifyResponse,
     responses=responses(404, 422, 503),
@@ -168,13 +179,16 @@ async def get_contact(
     return json_response(_contact_body(view))
 
 
-@router.get("/healthz", summary="Liveness: the process answers", response_model=Status)
+@router.get(
+    "/healthz", operation_id="healthz", summary="Liveness: the process answers", response_model=Status
+)
 async def healthz() -> Response:
     return json_response({"status": "ok"})
 
 
 @router.get(
     "/readyz",
+    operation_id="readyz",
     summary="Readiness: the database answers and every migration is applied",
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "Not ready; `reason` says why."}},
@@ -191,6 +205,7 @@ async def readyz(database: DatabaseDep) -> Response:
 
 @router.get(
     "/metrics",
+    operation_id="metrics",
     summary="Prometheus metrics",
     response_class=Response,
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},

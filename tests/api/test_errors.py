@@ -45,6 +45,8 @@ def test_no_identifier_is_a_400(client: httpx.Client, body: dict[str, object]) -
         ({"email": 5550199, "phoneNumber": PHONE}, "email", "invalid_type"),
         ({"email": [EMAIL], "phoneNumber": PHONE}, "email", "invalid_type"),
         ({"email": "m" * 400 + "@hillvalley.edu"}, "email", "too_long"),
+        # PostgreSQL text cannot hold NUL: found by schemathesis as a 500.
+        ({"email": "marty\u0000@hillvalley.edu"}, "email", "invalid_email"),
     ],
 )
 def test_wrong_values_are_a_422_naming_the_field(
