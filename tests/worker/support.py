@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = "urn:test:checkout"
@@ -87,15 +87,10 @@ def produce(bootstrap: str, topic: str, records: Sequence[Record]) -> None:
 
 def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 60.0) -> list[Message]:
     """The first `count` records of `topic` (all partitions), waiting for them up to `timeout`."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"reader-{time.monotonic_ns()}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
+    # assign(), not subscribe(): a group join would cost seconds on Tansu.
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader", "enable.auto.commit": False})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     messages: list[Message] = []
     deadline = time.monotonic() + timeout
     try:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,7 +18,7 @@ from consumer.core import check_invariants, reconcile_batch
 from consumer.embedded import free_port
 from consumer.migrate import migrate
 from consumer.normalize import Normalizer
-from consumer.worker.decode import decode
+from consumer.worker.decode import decode, header_dict
 from tests.fresh_database import fresh_database
 from tests.worker.conftest import StartWorker, Topics
 from tests.worker.support import (
@@ -265,3 +268,44 @@ def assigned(worker: Any) -> set[str]:
         elif entry.get("event") in ("partitions revoked", "partitions lost"):
             owned -= set(entry["partitions"])
     return owned
+
+
+def test_dead_letters_are_replayed_once_their_cause_is_fixed(
+    start_worker: StartWorker,
+    topics: Topics,
+    kafka_bootstrap: str,
+    database_url: str,
+    worker_env: dict[str, str],
+) -> None:
+    records = [
+        structured(envelope("long-phone", None, "5550100123")),
+        structured(envelope("cancelled", "doc@hillvalley.example") | {"type": "checkout.cancelled"}),
+        structured(envelope("fine", None, "555010")),
+    ]
+    produce(kafka_bootstrap, topics.checkout, records)
+    strict = start_worker(PHONE_MAX_LENGTH="6")  # a misconfiguration rejects a valid phone
+    read_topic(kafka_bootstrap, topics.dlq, 2)
+    wait_until(lambda: processed(database_url) == 1, 30, "the good event")
+    assert strict.terminate() == 0
+
+    def run_replay(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "consumer.worker.replay", "--idle-s", "3", *args],
+            env={**os.environ, **worker_env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout
+
+    output = run_replay("--reason", "invalid_identifier")
+    assert "invalid_identifier: 1 seen, 1 replayed" in output
+    assert "invalid_event: 1 seen, 0 replayed" in output
+    replayed = read_topic(kafka_bootstrap, topics.checkout, len(records) + 1)[-1]
+    assert replayed.value() == records[0].value
+    assert not any(name.startswith(("error.", "original.")) for name in header_dict(replayed.headers()))
+
+    start_worker()
+    wait_until(lambda: processed(database_url) == 2, 60, "the replayed event")
+    assert "total: 0 seen, 0 replayed" in run_replay()
