@@ -1,0 +1,282 @@
+"""Shared by the fault, load and security tests: the whole stack as real processes, checkout streams
+with the answer they must produce, a TCP proxy that can cut a link, and the figures a run measured."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from consumer.core import check_invariants
+from consumer.embedded import create_topics
+from tests.relay.support import OutputReader, Service
+from tests.relay.support import Topics as OutputTopics
+from tests.worker.support import SOURCE, Record, clusters, components, envelope, structured
+
+ROOT = Path(__file__).resolve().parents[2]
+FIGURES_DIR = ROOT / ".local" / "reliability"
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def record_figures(name: str, **figures: object) -> None:
+    """Print what a run measured and keep it in .local/reliability/NAME.json (docs/reliability.md)."""
+    FIGURES_DIR.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(figures, default=str)
+    (FIGURES_DIR / f"{name}.json").write_text(text + "\n")
+    print(f"\nFIGURES {name}: {text}")
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """One checkout event, its values already normalized (so they are what the rows must hold)."""
+
+    event_id: str
+    email: str | None
+    phone: str | None
+    time: datetime
+
+    def record(self) -> Record:
+        return structured(envelope(self.event_id, self.email, self.phone, time=self.time))
+
+
+def overlapping_checkouts(
+    count: int, rng: random.Random, *, emails: int, phones: int, prefix: str = "ev"
+) -> list[Checkout]:
+    """Checkouts over small pools of emails and phones (many matches and merges), with out-of-order times
+    so late older events demote primaries too."""
+    checkouts = []
+    for i in range(count):
+        email: str | None = f"{prefix}{rng.randrange(emails)}@example.com"
+        phone: str | None = str(7_000_000 + rng.randrange(phones))
+        if rng.random() < 0.1:
+            email = None
+        elif rng.random() < 0.1:
+            phone = None
+        when = T0 + timedelta(seconds=rng.randrange(10 * count), microseconds=rng.randrange(10**6))
+        checkouts.append(Checkout(f"{prefix}-{i}", email, phone, when))
+    return checkouts
+
+
+@dataclass
+class StackTopics:
+    checkout: str
+    dlq: str
+    group: str
+    outputs: OutputTopics
+
+    @classmethod
+    def create(cls, bootstrap: str, partitions: int) -> StackTopics:
+        tag = uuid.uuid4().hex[:8]
+        topics = cls(f"rel-{tag}.checkout", f"rel-{tag}.dlq", f"rel-{tag}", OutputTopics.create(bootstrap))
+        create_topics(bootstrap, {topics.checkout: partitions, topics.dlq: 1})
+        return topics
+
+    def env(self) -> dict[str, str]:
+        return {
+            "CHECKOUT_TOPIC": self.checkout,
+            "DLQ_TOPIC": self.dlq,
+            "KAFKA_GROUP_ID": self.group,
+            **self.outputs.env(),
+        }
+
+
+@dataclass
+class Stack:
+    """Worker and relay processes of one test on one database and broker; all stopped at the end."""
+
+    database_url: str
+    bootstrap: str
+    topics: StackTopics
+    log_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    services: list[Service] = field(default_factory=list)
+
+    def base_env(self) -> dict[str, str]:
+        return {
+            "DATABASE_URL": self.database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "WORKER_METRICS_PORT": "0",
+            "RELAY_METRICS_PORT": "0",
+            "RELAY_POLL_INTERVAL_S": "0.2",
+            "WORKER_RETRY_INITIAL_S": "0.2",
+            "WORKER_RETRY_MAX_S": "2",
+            "RELAY_RETRY_MAX_S": "2",
+            **self.topics.env(),
+            **self.env,
+        }
+
+    def start(self, command: str, **env: str) -> Service:
+        log = self.log_dir / f"{command}-{len(self.services)}.log"
+        service = Service(command, {**self.base_env(), **env}, log)
+        self.services.append(service)
+        return service
+
+    def logs(self) -> list[Path]:
+        return [s.log_path for s in self.services]
+
+    def close(self) -> None:
+        for service in self.services:
+            if service.process.poll() is None:
+                service.process.kill()
+                service.process.wait()
+
+
+def scalar(database_url: str, statement: str, params: tuple[object, ...] = ()) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(statement.encode(), params).fetchone()
+    assert row is not None
+    return int(row[0] or 0)
+
+
+def processed(database_url: str, source: str = SOURCE) -> int:
+    return scalar(database_url, "SELECT count(*) FROM processed_event WHERE source = %s", (source,))
+
+
+def unpublished(database_url: str) -> int:
+    return scalar(database_url, "SELECT count(*) FROM outbox WHERE published_at IS NULL")
+
+
+def verify_database(
+    database_url: str,
+    checkouts: list[Checkout],
+    other_pairs: list[tuple[str | None, str | None]] | None = None,
+) -> dict[str, int]:
+    """What must hold whatever order the events were applied in; returns counts for the figures.
+
+    - `identity check` is green (one primary per cluster, the oldest; links straight to it);
+    - the clusters are the connected components of every event's (and `other_pairs`', the API
+      calls') identifiers;
+    - every row holds exactly the values and the time of the event that created it, and no event
+      created two rows;
+    - one processed_event and one identity.resolved outbox row per event, one merged row per merge.
+    """
+    by_id = {c.event_id: c for c in checkouts}
+    with psycopg.connect(database_url) as conn:
+        assert check_invariants(conn) == []
+        rows = conn.execute(
+            "SELECT source_event_id, email, phone_number, created_at FROM contact WHERE source = %s",
+            (SOURCE,),
+        ).fetchall()
+        resolved = conn.execute(
+            "SELECT payload->'data'->>'sourceEventId' FROM outbox"
+            " WHERE event_type = 'identity.resolved' AND payload->'data'->>'sourceEventSource' = %s",
+            (SOURCE,),
+        ).fetchall()
+    creators = Counter(event_id for event_id, *_ in rows)
+    assert not [e for e, n in creators.items() if n > 1], "an event created two rows"
+    for event_id, email, phone, created_at in rows:
+        c = by_id[event_id]
+        assert (email, phone, created_at) == (c.email, c.phone, c.time), event_id
+    pairs = [(c.email, c.phone) for c in checkouts] + (other_pairs or [])
+    assert clusters(database_url) == components(pairs)
+    per_event = Counter(event_id for (event_id,) in resolved)
+    assert set(per_event) == set(by_id), "an event has no identity.resolved row"
+    duplicates = sum(n - 1 for n in per_event.values())
+    assert duplicates == 0
+    assert processed(database_url) == len(checkouts)
+    merges = scalar(database_url, "SELECT count(*) FROM merge_log")
+    assert scalar(database_url, "SELECT count(*) FROM outbox WHERE event_type = 'identity.merged'") == merges
+    return {
+        "rows": len(rows),
+        "resolved_rows": len(resolved),
+        "merges": merges,
+        "duplicate_effects": duplicates,
+    }
+
+
+def verify_outputs(reader: OutputReader, checkouts: list[Checkout], database_url: str) -> dict[str, int]:
+    """Every outbox row reached its topic (duplicates allowed, with the same CloudEvent id)."""
+    outbox = scalar(database_url, "SELECT count(*) FROM outbox")
+    messages = reader.read_until(lambda m: len({x.id for x in m}) >= outbox, timeout=120)
+    ids = Counter(m.id for m in messages)
+    wanted = {c.event_id for c in checkouts}
+    answered = {
+        m.value["data"]["sourceEventId"]
+        for m in messages
+        if m.value["type"] == "identity.resolved" and m.value["data"]["sourceEventSource"] == SOURCE
+    }
+    assert wanted <= answered, f"{len(wanted - answered)} events have no identity.resolved output"
+    return {"outputs_published": len(ids), "output_redeliveries": sum(n - 1 for n in ids.values())}
+
+
+class TcpProxy:
+    """A loopback TCP proxy in a thread of its own; `cut()` drops every connection and refuses new ones
+    until `restore()`, as a network partition between the clients and the broker would."""
+
+    def __init__(self, target_port: int, port: int) -> None:
+        self.target_port, self.port = target_port, port
+        self._open = True
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the proxy did not start")
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._server = self._loop.run_until_complete(
+            asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        )
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self._open:
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.transport.abort()
+        self._writers.discard(writer)
+
+    def cut(self) -> None:
+        def drop() -> None:
+            self._open = False
+            for writer in list(self._writers):
+                writer.transport.abort()
+            self._writers.clear()
+
+        self._loop.call_soon_threadsafe(drop)
+
+    def restore(self) -> None:
+        self._loop.call_soon_threadsafe(setattr, self, "_open", True)
+
+    def close(self) -> None:
+        self.cut()
+        self._loop.call_soon_threadsafe(self._server.close)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def wait_for(condition: Any, timeout: float, what: str, interval: float = 0.2) -> float:
+    """Poll until `condition()` holds; return how long that took (a measured figure, never asserted)."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+    return round(time.monotonic() - start, 2)
