@@ -106,7 +106,7 @@ RELAY_LISTEN = "LISTEN outbox"
 OUTBOX_UNPUBLISHED = """
 SELECT id, event_type, message_key, payload, created_at
 FROM outbox
-WHERE published_at IS NULL AND txid < pg_snapshot_xmin(pg_current_snapshot())
+WHERE published_at IS NULL
 ORDER BY id
 LIMIT %s"""
 OUTBOX_MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE id = ANY(%s::bigint[])"

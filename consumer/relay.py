@@ -1,0 +1,282 @@
+"""`identity relay`: publish the transactional outbox to the output topics, in order, at least once.
+
+Nothing is skipped. Every row is marked (`published_at`) once its delivery report succeeded, and every
+round reads the oldest unmarked rows visible to it. There is no high-water mark a late commit could
+fall behind: a transaction that took a low outbox id but commits after higher ids were published is
+simply read by the next round. Rows of a transaction still running are invisible until it commits.
+
+Per-key order. The key is the primary contact id of the resulting cluster, and the core writes rows
+for key P only while holding the row lock on primary P (it locks every primary an input touches before
+deciding anything). Two transactions writing key P are therefore serialized: the second one takes its
+outbox ids only after the first one committed. For one key, id order is commit order, and a snapshot
+that sees a key's later rows also sees its earlier ones. The relay reads in id order and sends through
+one idempotent producer (acks=all), which keeps order within a partition, and all rows of a key go to
+one partition. A failed delivery ends the round: only the rows before it are marked, and the next
+round resends from the oldest unmarked row. Retries can duplicate rows (same CloudEvent id, so
+consumers de-duplicate), never drop them.
+
+Why no `txid < pg_snapshot_xmin(pg_current_snapshot())` filter: a transaction id is assigned at the
+first write or row lock, not at commit. A batch that locks primary 5, then waits for primary 7 held by
+another transaction, has the smaller txid but writes key 7 after it. If an unrelated transaction with
+a txid between the two is still open, that filter would publish the later rows of key 7 and hold back
+the earlier ones; it would also stall every row behind any long transaction. Marking rows makes it
+unnecessary.
+
+Leadership. One relay publishes at a time: it holds a session advisory lock on a dedicated connection,
+which also LISTENs for the outbox trigger's notifications (with polling as a fallback). Others are hot
+standbys retrying the lock every poll interval; the lock is freed the moment the leader's session ends,
+whether it exited, crashed or lost its connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, LiteralString
+
+import orjson
+import psycopg
+import structlog
+from confluent_kafka import KafkaError, KafkaException, Producer
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from psycopg.types.json import set_json_loads
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_when_event_set,
+    wait_exponential_jitter,
+)
+
+from consumer import queries
+from consumer.config import Settings
+from consumer.contract import MERGED_TYPE, RESOLVED_TYPE
+
+log = structlog.get_logger(__name__)
+
+CONTENT_TYPE = ("content-type", b"application/cloudevents+json")
+PRUNE_CHUNK = 5000
+
+PUBLISHED = Counter("identity_relay_published", "Outbox rows delivered to Kafka.", ["type"])
+BACKLOG = Gauge("identity_relay_outbox_backlog", "Outbox rows not published yet.")
+LATENCY = Histogram(
+    "identity_relay_publish_latency_seconds",
+    "From an outbox row's created_at to its successful delivery report.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+LEADER = Gauge("identity_relay_leader", "1 while this process holds the relay lock.")
+
+_TRANSIENT = (psycopg.OperationalError, KafkaException)
+
+
+class PublishFailed(Exception):
+    """A delivery failed: the round stopped there and is retried from the oldest unpublished row."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    event_type: str
+    key: str
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+class OutboxRelay:
+    """Publishes until `stop` is set, then returns after finishing (flushing and marking) its round."""
+
+    def __init__(self, settings: Settings, stop: threading.Event | None = None) -> None:
+        self.settings = settings
+        self.stop = stop or threading.Event()
+        self._topics = {RESOLVED_TYPE: settings.resolved_topic, MERGED_TYPE: settings.merged_topic}
+        self._lock_conn: psycopg.Connection[Any] | None = None
+        self._conn: psycopg.Connection[Any] | None = None
+        self._producer: Any = None
+        self._leader = False
+        self._standing_by = False
+        self._prune_at = 0.0
+        self._backlog_at = 0.0
+
+    def run(self) -> int:
+        try:
+            while not self.stop.is_set():
+                # A fresh Retrying per step: the backoff grows over consecutive failures only.
+                Retrying(
+                    retry=retry_if_exception_type((*_TRANSIENT, PublishFailed)),
+                    wait=wait_exponential_jitter(initial=0.2, max=self.settings.relay_retry_max_s),
+                    stop=stop_when_event_set(self.stop),
+                    sleep=self._sleep,
+                    before_sleep=self._failed,
+                    retry_error_callback=lambda _: None,
+                )(self._step)
+        finally:
+            self._disconnect()
+            log.info("relay stopped")
+        return 0
+
+    def _step(self) -> None:
+        lock_conn, conn = self._connect()
+        if not self._leader and not self._take_lead(lock_conn):
+            self._sleep(self.settings.relay_poll_interval_s)
+            return
+        if time.monotonic() >= self._prune_at:
+            self._prune_chunk(conn)
+        published = self._publish_round(conn)
+        if time.monotonic() >= self._backlog_at:
+            BACKLOG.set(_scalar(conn, queries.OUTBOX_BACKLOG))
+            self._backlog_at = time.monotonic() + self.settings.relay_poll_interval_s
+        # A full round means more rows are waiting; otherwise sleep until a commit notifies us.
+        idle = 0.0 if published == self.settings.relay_batch_size else self.settings.relay_poll_interval_s
+        for _ in lock_conn.notifies(timeout=idle, stop_after=1):
+            pass
+
+    def _take_lead(self, lock_conn: psycopg.Connection[Any]) -> bool:
+        if not _scalar(lock_conn, queries.RELAY_TRY_LOCK):
+            if not self._standing_by:
+                log.info("relay standing by: another relay holds the lock", pid=os.getpid())
+                self._standing_by = True
+            return False
+        lock_conn.execute(queries.RELAY_LISTEN)
+        self._leader, self._standing_by = True, False
+        LEADER.set(1)
+        log.info("relay is the leader", pid=os.getpid())
+        return True
+
+    def _publish_round(self, conn: psycopg.Connection[Any]) -> int:
+        rows = [
+            OutboxRow(*r) for r in conn.execute(queries.OUTBOX_UNPUBLISHED, [self.settings.relay_batch_size])
+        ]
+        if not rows:
+            return 0
+        producer = self._get_producer()
+        unreported = KafkaError(KafkaError._MSG_TIMED_OUT, "no delivery report")
+        reports: list[KafkaError | None] = [unreported] * len(rows)
+        for index, row in enumerate(rows):
+            self._produce(producer, row, reports, index)
+        producer.flush(self.settings.relay_delivery_timeout_s + 5)
+        delivered_at = time.time()
+        failed = next((i for i, error in enumerate(reports) if error is not None), len(rows))
+        done = rows[:failed]
+        if done:
+            conn.execute(queries.OUTBOX_MARK_PUBLISHED, [[row.id for row in done]])
+            for row in done:
+                PUBLISHED.labels(row.event_type).inc()
+                LATENCY.observe(max(0.0, delivered_at - row.created_at.timestamp()))
+            log.debug("outbox rows published", rows=len(done), last_id=done[-1].id)
+        if failed < len(rows):
+            error = reports[failed]
+            raise PublishFailed(f"delivery of outbox row {rows[failed].id} failed: {error}")
+        return len(rows)
+
+    def _produce(self, producer: Any, row: OutboxRow, reports: list[KafkaError | None], index: int) -> None:
+        topic = self._topics.get(row.event_type)
+        if topic is None:
+            raise ValueError(f"outbox row {row.id} has unknown event type {row.event_type!r}")
+
+        def on_delivery(error: KafkaError | None, _message: object) -> None:
+            reports[index] = error
+
+        while True:
+            try:
+                producer.produce(
+                    topic,
+                    key=row.key,
+                    value=orjson.dumps(row.payload),
+                    headers=[CONTENT_TYPE],
+                    on_delivery=on_delivery,
+                )
+                return
+            except BufferError:
+                # The local queue is full: serve delivery reports to make room.
+                producer.poll(0.1)
+
+    def _prune_chunk(self, conn: psycopg.Connection[Any]) -> None:
+        """Delete one chunk of old published rows; come back next step until a chunk comes back short."""
+        hours = self.settings.outbox_retention_hours
+        deleted = conn.execute(queries.OUTBOX_PRUNE, [hours, PRUNE_CHUNK]).rowcount
+        if deleted:
+            log.info("outbox pruned", rows=deleted, retention_hours=hours)
+        if deleted < PRUNE_CHUNK:
+            self._prune_at = time.monotonic() + self.settings.relay_prune_interval_s
+
+    def _connect(self) -> tuple[psycopg.Connection[Any], psycopg.Connection[Any]]:
+        if self._lock_conn is None or self._conn is None:
+            self._disconnect()
+            self._lock_conn = self._open()
+            self._conn = self._open()
+            set_json_loads(orjson.loads, self._conn)
+        return self._lock_conn, self._conn
+
+    def _open(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(
+            self.settings.database_url, autocommit=True, application_name="identity-relay", connect_timeout=5
+        )
+
+    def _disconnect(self) -> None:
+        """Close both connections; closing the lock connection hands leadership to a standby."""
+        for conn in (self._lock_conn, self._conn):
+            if conn is not None:
+                conn.close()
+        self._lock_conn = self._conn = None
+        if self._leader:
+            log.info("relay gave up leadership", pid=os.getpid())
+        self._leader = False
+        LEADER.set(0)
+
+    def _get_producer(self) -> Any:
+        if self._producer is None:
+            self._producer = Producer(
+                {
+                    "bootstrap.servers": self.settings.kafka_bootstrap_servers,
+                    "client.id": "identity-relay",
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 5,
+                    "message.timeout.ms": int(self.settings.relay_delivery_timeout_s * 1000),
+                    "error_cb": self._kafka_error,
+                    "logger": logging.getLogger("confluent_kafka"),
+                }
+            )
+        return self._producer
+
+    def _kafka_error(self, error: KafkaError) -> None:
+        log.warning("kafka client error", code=error.name(), reason=error.str(), fatal=error.fatal())
+        if error.fatal():
+            # A fatal idempotent-producer error poisons this client: the next round builds a new one.
+            self._producer = None
+
+    def _failed(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, psycopg.OperationalError):
+            self._disconnect()
+        log.warning(
+            "relay round failed, retrying",
+            error=type(error).__name__,
+            detail=str(error),
+            attempt=state.attempt_number,
+            retry_in_s=round(state.upcoming_sleep, 2),
+        )
+
+    def _sleep(self, seconds: float) -> None:
+        self.stop.wait(seconds)
+
+
+def _scalar(conn: psycopg.Connection[Any], statement: LiteralString) -> Any:
+    row = conn.execute(statement).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def run_relay(settings: Settings) -> int:
+    """`identity relay`: SIGTERM or SIGINT finishes the current round (flush, mark), then exits 0."""
+    relay = OutboxRelay(settings)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: relay.stop.set())
+    if settings.relay_metrics_port:
+        start_http_server(settings.relay_metrics_port)
+    return relay.run()
