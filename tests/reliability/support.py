@@ -211,32 +211,34 @@ def verify_outputs(reader: OutputReader, checkouts: list[Checkout], database_url
 
 
 class TcpProxy:
-    """A loopback TCP proxy in a thread of its own; `cut()` drops every connection and refuses new ones
-    until `restore()`, as a network partition between the clients and the broker would."""
+    """A loopback TCP proxy in a thread of its own. `cut()` drops every connection and stops listening
+    (connections are refused, as from a host that is down) until `restore()` listens again."""
 
     def __init__(self, target_port: int, port: int) -> None:
         self.target_port, self.port = target_port, port
-        self._open = True
         self._writers: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
         self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("the proxy did not start")
+        self.restore()
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._accept, "127.0.0.1", self.port)
-        )
-        self._ready.set()
-        self._loop.run_forever()
+    def _call(self, coroutine: Any) -> None:
+        asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)
+
+    async def _listen(self) -> None:
+        if self._server is None:
+            self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+
+    async def _drop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self._open:
-            writer.transport.abort()
-            return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
@@ -254,20 +256,13 @@ class TcpProxy:
         self._writers.discard(writer)
 
     def cut(self) -> None:
-        def drop() -> None:
-            self._open = False
-            for writer in list(self._writers):
-                writer.transport.abort()
-            self._writers.clear()
-
-        self._loop.call_soon_threadsafe(drop)
+        self._call(self._drop())
 
     def restore(self) -> None:
-        self._loop.call_soon_threadsafe(setattr, self, "_open", True)
+        self._call(self._listen())
 
     def close(self) -> None:
         self.cut()
-        self._loop.call_soon_threadsafe(self._server.close)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
