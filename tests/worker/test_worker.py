@@ -309,3 +309,32 @@ def test_dead_letters_are_replayed_once_their_cause_is_fixed(
     start_worker()
     wait_until(lambda: processed(database_url) == 2, 60, "the replayed event")
     assert "total: 0 seen, 0 replayed" in run_replay()
+
+
+def test_offsets_wait_for_the_dead_letters_to_be_delivered(
+    start_worker: StartWorker, topics: Topics, kafka_bootstrap: str, database_url: str
+) -> None:
+    records = [Record(b"not an event"), structured(envelope("good", "doc@hillvalley.example"))]
+    produce(kafka_bootstrap, topics.checkout, records)
+    # A topic name Kafka rejects: the dead letter cannot be delivered.
+    stuck = start_worker(DLQ_TOPIC="no such topic!", WORKER_DLQ_TIMEOUT_S="1", WORKER_RETRY_MAX_S="1")
+    wait_until(
+        lambda: any(e.get("operation") == "dlq" and e.get("attempt", 0) >= 2 for e in stuck.logs()),
+        60,
+        "dead-letter delivery to be retried",
+    )
+    assert processed(database_url) == 1  # the good event's transaction committed...
+    assert stuck.terminate() == 0
+    # ...but no offset was committed while its batch-mate was not dead-lettered.
+    assert committed_offsets(kafka_bootstrap, topics.group, topics.checkout, 1)[0] < 0
+
+    start_worker()
+    (dead,) = read_topic(kafka_bootstrap, topics.dlq, 1)
+    assert dead.value() == b"not an event"
+    wait_until(
+        lambda: committed_offsets(kafka_bootstrap, topics.group, topics.checkout, 1)[0] == 2,
+        30,
+        "the offsets to be committed",
+    )
+    assert processed(database_url) == 1
+    assert count(database_url, "SELECT count(*) FROM outbox") == 1
