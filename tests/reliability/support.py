@@ -68,6 +68,20 @@ def overlapping_checkouts(
     return checkouts
 
 
+def family_checkouts(count: int, rng: random.Random, *, families: int, prefix: str) -> list[Checkout]:
+    """Checkouts of households sharing 3 emails and 3 phones in every combination, with a rare bridge
+    into another household: identifiers overlap heavily, yet clusters stay small."""
+    checkouts = []
+    for i in range(count):
+        family = rng.randrange(families)
+        other = rng.randrange(families) if rng.random() < 0.01 else family
+        email = f"{prefix}{family}.{rng.randrange(3)}@example.com"
+        phone = str(8_000_000 + other * 10 + rng.randrange(3))
+        when = T0 + timedelta(seconds=rng.randrange(10 * count), microseconds=rng.randrange(10**6))
+        checkouts.append(Checkout(f"{prefix}-{i}", email, phone, when))
+    return checkouts
+
+
 @dataclass
 class StackTopics:
     checkout: str
