@@ -1,7 +1,8 @@
 """The core against a small reference model, on random sequences of inputs.
 
-The model is written from the rules in DESIGN.md, independently of `consumer/core/graph.py`: it keeps
-a plain list of rows and recomputes the clusters from scratch with a union-find after every input.
+The model is written from the rules in DESIGN.md, independently of `consumer/core/graph.py`: a plain
+list of rows, a union-find over the identifiers that every input joins, and each cluster's primary
+recomputed from scratch as its oldest row.
 Rows are identified by their creation order (the model's index, the database's rank by id), because
 batches may leave gaps in the id sequence.
 """
@@ -29,7 +30,7 @@ from consumer.core import (
 )
 from consumer.normalize import Identifiers
 from tests.conftest import reset_database
-from tests.core.helpers import SOURCE, contacts, outbox
+from tests.core.helpers import SOURCE, UnionFind, contacts, identifier_keys, outbox
 
 EMAILS = ["a@x.io", "b@x.io", "c@x.io", "d@x.io"]
 PHONES = ["111", "222", "333", "444"]
@@ -132,18 +133,12 @@ class ModelRow:
 @dataclass
 class Model:
     rows: list[ModelRow] = field(default_factory=list)
-    parent: dict[str, str] = field(default_factory=dict)
-    """Union-find over identifiers ("e:..." and "p:..."): every input unions its email and phone, so a
-    request that bridges two clusters joins them even when it inserts no row."""
-
-    def find(self, key: str) -> str:
-        while (up := self.parent.setdefault(key, key)) != key:
-            self.parent[key] = self.parent.setdefault(up, up)
-            key = up
-        return key
+    identifiers: UnionFind = field(default_factory=UnionFind)
+    """Every input joins its email and phone, so a request that bridges two clusters joins them even
+    when it inserts no row."""
 
     def component(self, row: ModelRow) -> str:
-        return self.find(f"e:{row.email}" if row.email is not None else f"p:{row.phone}")
+        return self.identifiers.find(identifier_keys(row.email, row.phone)[0])
 
     def primaries(self) -> list[int]:
         """The primary (oldest row) of every row's cluster."""
@@ -168,8 +163,7 @@ class Model:
             value is not None and all(getattr(self.rows[m], attr) != value for m in members)
             for attr, value in (("email", step.email), ("phone", step.phone))
         )
-        if step.email is not None and step.phone is not None:
-            self.parent[self.find(f"e:{step.email}")] = self.find(f"p:{step.phone}")
+        self.identifiers.union(identifier_keys(step.email, step.phone))
         created = len(self.rows) if new else None
         if new:
             self.rows.append(ModelRow(step.email, step.phone, step.when))

@@ -1,0 +1,186 @@
+"""Rule 10: many connections reconciling overlapping inputs at once leave a graph that obeys rules 3-7."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from consumer.contract import Outcome
+from consumer.core import Request, Resolution, check_invariants, reconcile, reconcile_batch
+from consumer.normalize import Identifiers
+from tests.core.helpers import (
+    SOURCE,
+    UnionFind,
+    contacts,
+    counts,
+    identifier_keys,
+    merge_log,
+    request,
+    table,
+)
+
+THREADS = 8
+ROUNDS = 30
+INPUTS_PER_ROUND = 15
+GROUPS_PER_ROUND = 3
+IDS_PER_GROUP = 8
+"""Every round all threads hammer the same few fresh groups of identifiers at once (so first inserts
+race and merges are frequent); inputs rarely bridge groups of different rounds, so the final graph is
+many clusters of different sizes, not one."""
+
+
+def run_concurrently(
+    threads: int, work: Callable[[int, psycopg.Connection[Any], threading.Barrier], None], url: str
+) -> None:
+    """Run `work(n, connection, barrier)` on `threads` threads at once, each with its own connection."""
+    start = threading.Barrier(threads, timeout=60)
+    failures: list[BaseException] = []
+
+    def run(n: int) -> None:
+        try:
+            with psycopg.connect(url) as conn:
+                start.wait()
+                work(n, conn, start)
+        except BaseException as exc:
+            failures.append(exc)
+            start.abort()
+
+    workers = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert failures == []
+
+
+def random_round(rng: random.Random, thread: int, round_: int) -> list[Request]:
+    day_zero = datetime(2023, 1, 1, tzinfo=UTC)
+
+    def group() -> int:
+        if round_ and rng.random() < 0.005:
+            return rng.randrange(round_ * GROUPS_PER_ROUND)  # an older round's group
+        return round_ * GROUPS_PER_ROUND + rng.randrange(GROUPS_PER_ROUND)
+
+    inputs = []
+    for n in range(INPUTS_PER_ROUND):
+        home = group()
+        email = f"g{home}.{rng.randrange(IDS_PER_GROUP)}@x.io" if rng.random() < 0.8 else None
+        other = group() if rng.random() < 0.1 else home
+        phone = (
+            f"{other:04d}{rng.randrange(IDS_PER_GROUP):02d}" if rng.random() < 0.8 or email is None else None
+        )
+        # Random event times: a late older event often takes over its cluster (rule 8).
+        when = day_zero + timedelta(minutes=rng.randrange(1000)) if rng.random() < 0.7 else None
+        event = f"t{thread}-r{round_}-{n}"
+        inputs.append(Request(Identifiers(email, phone), SOURCE, event, occurred_at=when, order_id=event))
+    return inputs
+
+
+def components(requests: list[Request]) -> set[frozenset[str]]:
+    """The connected components of the identifiers, each input joining its email and phone."""
+    union_find = UnionFind()
+    for r in requests:
+        union_find.union(identifier_keys(r.identifiers.email, r.identifiers.phone))
+    return union_find.components()
+
+
+def clusters(conn: psycopg.Connection[Any]) -> list[set[str]]:
+    by_primary: dict[int, set[str]] = {}
+    for row in contacts(conn):
+        by_primary.setdefault(row.linked_id or row.id, set()).update(
+            identifier_keys(row.email, row.phone_number)
+        )
+    return list(by_primary.values())
+
+
+def test_random_overlapping_inputs_from_many_threads(db: psycopg.Connection[Any], database_url: str) -> None:
+    seed = random.randrange(2**32)
+    plans = [
+        [random_round(random.Random(seed + n * ROUNDS + r), n, r) for r in range(ROUNDS)]
+        for n in range(THREADS)
+    ]
+    merged = Counter[int]()
+
+    def work(n: int, conn: psycopg.Connection[Any], barrier: threading.Barrier) -> None:
+        rng = random.Random(seed - n)
+        for pending in plans[n]:
+            barrier.wait()
+            while pending:
+                size = 1 if rng.random() < 0.6 else rng.randint(2, 8)
+                chunk, pending = pending[:size], pending[size:]
+                results = reconcile_batch(conn, chunk) if size > 1 else [reconcile(conn, chunk[0])]
+                assert all(isinstance(r, Resolution) and not r.duplicate for r in results)
+                merged[n] += sum(1 for r in results if isinstance(r, Resolution) and r.merge is not None)
+
+    run_concurrently(THREADS, work, database_url)
+
+    everything = [r for plan in plans for round_ in plan for r in round_]
+    assert check_invariants(db) == [], f"seed {seed}"
+    db.rollback()
+    found = clusters(db)
+    identifiers = [k for cluster in found for k in cluster]
+    assert len(identifiers) == len(set(identifiers)), f"an identifier is in two clusters (seed {seed})"
+    assert {frozenset(c) for c in found} == components(everything), f"seed {seed}"
+    assert len(found) > 1, "the workload should leave several clusters"
+
+    processed = table(db, "SELECT source, event_id FROM processed_event")
+    assert sorted((p["source"], p["event_id"]) for p in processed) == sorted(
+        (r.source, r.event_id) for r in everything
+    )
+    resolved = table(db, "SELECT count(*) AS n FROM outbox WHERE event_type = 'identity.resolved'")
+    assert resolved == [{"n": len(everything)}]
+    assert counts(db)["merge_log"] == sum(merged.values()) > 0
+
+
+@pytest.mark.parametrize("with_phones", [False, True])
+def test_concurrent_first_requests_for_one_new_email_create_one_primary(
+    db: psycopg.Connection[Any], database_url: str, with_phones: bool
+) -> None:
+    threads, rounds = 16, 4
+    answers: list[tuple[int, Resolution]] = []
+
+    def work(n: int, conn: psycopg.Connection[Any], barrier: threading.Barrier) -> None:
+        for r in range(rounds):
+            barrier.wait()
+            phone = f"{r}{n:04d}00" if with_phones else None
+            answers.append((r, reconcile(conn, request(f"new{r}@x.io", phone, event=f"r{r}-{n}"))))
+
+    run_concurrently(threads, work, database_url)
+
+    rows = contacts(db)
+    for r in range(rounds):
+        mine = [row for row in rows if row.email == f"new{r}@x.io"]
+        primaries = [row for row in mine if row.linked_id is None]
+        assert len(primaries) == 1
+        assert len(mine) == (threads if with_phones else 1)
+        assert {row.linked_id for row in mine if row.linked_id is not None} <= {primaries[0].id}
+        outcomes = Counter(a.outcome for round_, a in answers if round_ == r)
+        assert outcomes[Outcome.CREATED_PRIMARY] == 1
+        assert outcomes[Outcome.MERGED] == 0
+    assert check_invariants(db) == []
+    db.rollback()
+
+
+def test_concurrent_crossed_bridges_merge_once(db: psycopg.Connection[Any], database_url: str) -> None:
+    """Half the threads bridge X to Y, half Y to X: opposite lock orders, one merge, no deadlock."""
+    reconcile(db, request("x@x.io", "111", event="x", when=datetime(2023, 1, 1, tzinfo=UTC)))
+    reconcile(db, request("y@x.io", "222", event="y", when=datetime(2023, 1, 2, tzinfo=UTC)))
+    threads = 16
+
+    def work(n: int, conn: psycopg.Connection[Any], _: threading.Barrier) -> None:
+        pair = ("x@x.io", "222") if n % 2 else ("y@x.io", "111")
+        reconcile(conn, request(*pair, event=f"bridge-{n}"))
+
+    run_concurrently(threads, work, database_url)
+
+    assert [(m["surviving_primary_id"], m["demoted_primary_ids"]) for m in merge_log(db)] == [(1, [2])]
+    assert {row.id: row.linked_id for row in contacts(db)} == {1: None, 2: 1}
+    assert check_invariants(db) == []
+    db.rollback()
