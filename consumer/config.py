@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # How long a request waits for a pooled connection before answering 503.
     api_pool_timeout_s: float = Field(5.0, gt=0)
     api_access_log: bool = False
+    # POST /identify calls that arrive together share one transaction (consumer/api/batching.py).
+    api_batch_max_size: int = Field(32, ge=1, le=1000)
+    api_batch_drainers: int = Field(4, ge=1)
 
     default_phone_region: str | None = None
     email_max_length: int = Field(320, ge=3)

@@ -11,7 +11,8 @@ from fastapi import FastAPI
 from psycopg_pool import ConnectionPool
 
 from consumer.api import errors, metrics, routes
-from consumer.api.deps import Database
+from consumer.api.batching import Reconciler
+from consumer.api.db import Database
 from consumer.config import Settings, get_settings
 from consumer.logs import configure_logging
 from consumer.normalize import Normalizer
@@ -58,9 +59,16 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Not waiting for connections lets the process start while the database is down: /healthz
     # answers, /readyz says 503, and the pool keeps reconnecting in the background.
     pool.open(wait=False)
-    app.state.database = Database(pool, CapacityLimiter(settings.api_pool_max_size))
+    database = Database(pool, CapacityLimiter(settings.api_pool_max_size))
+    reconciler = Reconciler(
+        database, max_batch=settings.api_batch_max_size, drainers=settings.api_batch_drainers
+    )
+    app.state.database = database
+    app.state.reconciler = reconciler
+    reconciler.start()
     try:
         yield
     finally:
+        await reconciler.stop()
         await anyio.to_thread.run_sync(pool.close)
         metrics.process_exited()

@@ -2,44 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
-import anyio.to_thread
 import pydantic_core
-from anyio import CapacityLimiter
 from fastapi import Depends, Request
-from psycopg import Connection
-from psycopg_pool import ConnectionPool
 
-from consumer.api import metrics
+from consumer.api.batching import Reconciler
+from consumer.api.db import Database
 from consumer.api.errors import ApiError
 from consumer.config import Settings
 from consumer.normalize import Identifiers, Normalizer
-
-T = TypeVar("T")
-
-
-class Database:
-    """The sync psycopg pool, used only from worker threads, so the event loop never waits on PostgreSQL.
-
-    The limiter has as many tokens as the pool has connections: a thread that starts always finds a
-    connection, and requests beyond that queue cheaply on the event loop instead of in blocked threads.
-    """
-
-    def __init__(self, pool: ConnectionPool[Any], limiter: CapacityLimiter) -> None:
-        self.pool = pool
-        self.limiter = limiter
-
-    async def run(self, work: Callable[[Connection[Any]], T], *, timeout: float | None = None) -> T:
-        return await anyio.to_thread.run_sync(self._run, work, timeout, limiter=self.limiter)
-
-    def _run(self, work: Callable[[Connection[Any]], T], timeout: float | None) -> T:
-        try:
-            with self.pool.connection(timeout) as conn:
-                return work(conn)
-        finally:
-            metrics.record_pool(self.pool)
 
 
 async def _database(request: Request) -> Database:
@@ -52,8 +24,14 @@ async def _settings(request: Request) -> Settings:
     return settings
 
 
+async def _reconciler(request: Request) -> Reconciler:
+    reconciler: Reconciler = request.app.state.reconciler
+    return reconciler
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 DatabaseDep = Annotated[Database, Depends(_database)]
+ReconcilerDep = Annotated[Reconciler, Depends(_reconciler)]
 
 
 async def _identifiers(request: Request, settings: SettingsDep) -> Identifiers:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from consumer.api.db import unavailable
 from consumer.api.responses import json_response
 from consumer.core import IdempotencyKeyReused
 from consumer.normalize import IdentifierError, MissingIdentifiers
@@ -101,7 +102,9 @@ async def _http_error(_: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
 
-async def _database_unavailable(_: Request, exc: Exception) -> Response:
+async def _database_error(request: Request, exc: Exception) -> Response:
+    if not unavailable(exc):
+        return await _internal_error(request, exc)
     log.warning("database unavailable", error=type(exc).__name__)
     return error_response(
         503,
@@ -123,5 +126,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     # Also catches psycopg_pool.PoolTimeout, a subclass: no connection came free in time.
-    app.add_exception_handler(psycopg.OperationalError, _database_unavailable)
+    app.add_exception_handler(psycopg.OperationalError, _database_error)
     app.add_exception_handler(Exception, _internal_error)

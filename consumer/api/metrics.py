@@ -35,6 +35,11 @@ RECONCILIATIONS = Counter(
     "POST /identify results by outcome; `replayed` is a retried Idempotency-Key answered from storage.",
     ["outcome"],
 )
+BATCH_SIZE = Histogram(
+    "identity_api_batch_size",
+    "POST /identify calls applied together in one transaction.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
 POOL_CONNECTIONS = Gauge(
     "identity_api_db_pool_connections",
     "Database pool connections: `open` (idle or in use), `idle`, and `max`.",

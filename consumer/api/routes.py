@@ -14,11 +14,11 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from consumer.api import metrics
-from consumer.api.deps import DatabaseDep, IdentifiersBody, SettingsDep
+from consumer.api.deps import DatabaseDep, IdentifiersBody, ReconcilerDep, SettingsDep
 from consumer.api.errors import ApiError, responses
 from consumer.api.responses import json_response
 from consumer.contract import IdentifyResponse
-from consumer.core import ContactView, Request, contact_view, reconcile
+from consumer.core import ContactView, Request, contact_view
 from consumer.migrate import pending
 from consumer.normalize import Normalizer
 
@@ -139,7 +139,7 @@ def identify_request_schema(normalizer: Normalizer) -> dict[str, Any]:
 )
 async def identify(
     identifiers: IdentifiersBody,
-    database: DatabaseDep,
+    reconciler: ReconcilerDep,
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
@@ -150,7 +150,7 @@ async def identify(
         occurred_at=None,
         publish_unchanged=False,
     )
-    resolution = await database.run(partial(reconcile, request=request))
+    resolution = await reconciler.reconcile(request)
     metrics.RECONCILIATIONS.labels("replayed" if resolution.duplicate else resolution.outcome.value).inc()
     if resolution.merge is not None and not resolution.duplicate:
         log.info(

@@ -1,0 +1,213 @@
+"""Load test of POST /identify: `python -m bench.api_bench [--workers N] [--concurrency 16 64]`.
+
+Starts embedded PostgreSQL, applies the migrations, starts the API server process, then drives it
+with a realistic mix (60% new customers, 25% repeats, 10% new info on a known customer, 5% requests
+bridging two customers) at each concurrency level, and prints throughput and client-side latency.
+
+The load generator runs in its own processes (asyncio + aiohttp, keep-alive connections) on the same
+machine, so it competes with the server and PostgreSQL for the cores: on a small machine the
+figures are a floor, and the load generator's CPU share is printed so it can be judged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import httpx
+import psycopg
+
+from consumer.core import check_invariants
+from consumer.embedded import free_port, start_postgres
+from consumer.migrate import migrate
+
+FAST_POSTGRES = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+MIX = (("new", 0.60), ("repeat", 0.25), ("new_info", 0.10), ("bridge", 0.05))
+
+
+@dataclass
+class Workload:
+    """One client process's share of the traffic; identifiers are unique to the process."""
+
+    seed: int
+    rng: random.Random = field(init=False)
+    customers: list[tuple[str, str]] = field(default_factory=list)
+    sent: list[dict[str, str]] = field(default_factory=list)
+    counter: int = 0
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def next_body(self) -> dict[str, str]:
+        kind = self.rng.choices([k for k, _ in MIX], [w for _, w in MIX])[0]
+        if kind == "repeat" and self.sent:
+            return self.rng.choice(self.sent)
+        if kind == "new_info" and self.customers:
+            email, phone = self.rng.choice(self.customers)
+            body = {"email": email, "phoneNumber": self._phone()}
+            if self.rng.random() < 0.5:
+                body = {"email": self._email(), "phoneNumber": phone}
+        elif kind == "bridge" and len(self.customers) >= 2:
+            (email, _), (_, phone) = self.rng.sample(self.customers, 2)
+            body = {"email": email, "phoneNumber": phone}
+        else:
+            body = {"email": self._email(), "phoneNumber": self._phone()}
+            self.customers.append((body["email"], body["phoneNumber"]))
+        self.sent.append(body)
+        return body
+
+    def _email(self) -> str:
+        self.counter += 1
+        return f"customer{self.seed}x{self.counter}@shop.example"
+
+    def _phone(self) -> str:
+        self.counter += 1
+        return f"+1{self.seed:03d}{self.counter:08d}"
+
+
+@dataclass
+class ClientResult:
+    latencies: list[float]
+    errors: int
+    cpu_s: float
+
+
+def run_client(url: str, concurrency: int, seconds: float, seed: int) -> ClientResult:
+    return asyncio.run(_client(url, concurrency, seconds, seed))
+
+
+async def _client(url: str, concurrency: int, seconds: float, seed: int) -> ClientResult:
+    workload = Workload(seed)
+    latencies: list[float] = []
+    errors = 0
+    cpu_start = time.process_time()
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(30)) as http:
+        deadline = time.monotonic() + seconds
+
+        async def loop() -> None:
+            nonlocal errors
+            while time.monotonic() < deadline:
+                body = workload.next_body()
+                start = time.perf_counter()
+                async with http.post("/identify", json=body) as response:
+                    await response.read()
+                latencies.append(time.perf_counter() - start)
+                errors += response.status != 200
+
+        await asyncio.gather(*(loop() for _ in range(concurrency)))
+    return ClientResult(latencies, errors, time.process_time() - cpu_start)
+
+
+@contextmanager
+def api_process(database_url: str, workers: int, pool_size: int) -> Iterator[str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "LOG_LEVEL": "WARNING",
+        "API_POOL_MAX_SIZE": str(pool_size),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "consumer", "api", "--port", str(port), "--workers", str(workers)], env=env
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while not _ready(url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the API server did not become ready")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url + "/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def measure(url: str, concurrency: int, processes: int, seconds: float, seed: int) -> list[ClientResult]:
+    shares = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        jobs = [
+            pool.apply_async(run_client, (url, share, seconds, seed * 1000 + i))
+            for i, share in enumerate(shares)
+        ]
+        return [job.get() for job in jobs]
+
+
+def report(concurrency: int, results: Sequence[ClientResult], seconds: float) -> None:
+    latencies = sorted(latency for r in results for latency in r.latencies)
+    errors = sum(r.errors for r in results)
+    client_cpu = sum(r.cpu_s for r in results)
+    quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
+    print(
+        f"concurrency {concurrency:3d}: {len(latencies) / seconds:7.0f} req/s  "
+        f"p50 {quantiles[49] * 1000:6.1f} ms  p99 {quantiles[98] * 1000:6.1f} ms  "
+        f"max {latencies[-1] * 1000:6.1f} ms  requests {len(latencies)}  errors {errors}  "
+        f"load-generator CPU {client_cpu / (seconds * (os.cpu_count() or 1)):4.0%} of the machine",
+        flush=True,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.api_bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (default 2)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured time per level")
+    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured time before each level")
+    parser.add_argument("--client-processes", type=int, default=1, help="load generator processes")
+    parser.add_argument("--pool-size", type=int, default=8, help="database connections per API worker")
+    parser.add_argument(
+        "--durable", action="store_true", help="keep PostgreSQL's fsync and synchronous_commit on"
+    )
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="api-bench-") as workdir:
+        pg = start_postgres(
+            Path(workdir) / "pgdata", keep_data=False, settings=None if args.durable else FAST_POSTGRES
+        )
+        try:
+            migrate(pg.url)
+            with api_process(pg.url, args.workers, args.pool_size) as url:
+                print(
+                    f"API workers {args.workers}, pool {args.pool_size}/worker, "
+                    f"client processes {args.client_processes}, cores {os.cpu_count()}, "
+                    f"PostgreSQL {'durable' if args.durable else 'fsync off'}",
+                    flush=True,
+                )
+                for level, concurrency in enumerate(args.concurrency):
+                    seed = args.seed * 100 + level
+                    measure(url, concurrency, args.client_processes, args.warmup, seed)
+                    results = measure(url, concurrency, args.client_processes, args.seconds, seed + 50)
+                    report(concurrency, results, args.seconds)
+            with psycopg.connect(pg.url) as conn:
+                violations = check_invariants(conn)
+                contacts = conn.execute("SELECT count(*) FROM contact").fetchone()
+            print(f"contacts {contacts[0] if contacts else 0}, invariant violations {len(violations)}")
+        finally:
+            pg.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

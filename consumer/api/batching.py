@@ -1,0 +1,86 @@
+"""Coalesce concurrent POST /identify calls into `reconcile_batch` transactions.
+
+A transaction per call spends most of its time on round trips, the commit and handing work to a
+thread; one transaction for the calls that arrived together costs a fraction of that per call (see
+docs/api.md, "Performance"). Batches form by themselves, without a timer: a few drainers each take
+whatever is queued when they become free, so under light load a batch holds one call and adds no
+latency, and under heavy load batches grow up to `api_batch_max_size`. The core gives every call the
+same result it would get alone, in queue order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from functools import partial
+
+import structlog
+
+from consumer.api import metrics
+from consumer.api.db import Database, unavailable
+from consumer.core import IdempotencyKeyReused, KeyConflict, Request, Resolution, reconcile_batch
+
+log = structlog.get_logger(__name__)
+
+_Call = tuple[Request, "asyncio.Future[Resolution]"]
+
+
+class Reconciler:
+    def __init__(self, database: Database, *, max_batch: int, drainers: int) -> None:
+        self._database = database
+        self._max_batch = max_batch
+        self._drainers = drainers
+        self._queue: asyncio.Queue[_Call] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._drain()) for _ in range(self._drainers)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def reconcile(self, request: Request) -> Resolution:
+        """Apply one call; raises `IdempotencyKeyReused` like `consumer.core.reconcile`."""
+        future: asyncio.Future[Resolution] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((request, future))
+        return await future
+
+    async def _drain(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            metrics.BATCH_SIZE.observe(len(batch))
+            await self._apply(batch)
+
+    async def _apply(self, batch: list[_Call]) -> None:
+        try:
+            results = await self._database.run(partial(reconcile_batch, requests=[r for r, _ in batch]))
+        except Exception as exc:
+            if len(batch) == 1 or unavailable(exc):
+                # A lost connection or a busy pool would fail every call the same way.
+                for _, future in batch:
+                    _settle(future, exc)
+                return
+            # One call the database refuses must not fail the others: apply them one at a time.
+            log.warning(
+                "batch failed; applying its calls one by one", size=len(batch), error=type(exc).__name__
+            )
+            for call in batch:
+                await self._apply([call])
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            _settle(future, IdempotencyKeyReused(result) if isinstance(result, KeyConflict) else result)
+
+
+def _settle(future: asyncio.Future[Resolution], outcome: Resolution | BaseException) -> None:
+    if future.done():  # the client went away; its call was applied all the same
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
