@@ -15,7 +15,8 @@ from typing import Any, LiteralString
 
 import orjson
 import psycopg
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka._types import HeadersType
 
 from consumer.core import Request, reconcile_batch
 from consumer.embedded import create_topics
@@ -95,7 +96,7 @@ class Service:
 class Output:
     topic: str
     partition: int
-    key: str
+    key: str | None
     value: dict[str, Any]
     headers: dict[str, bytes]
 
@@ -107,7 +108,7 @@ class Output:
 class OutputReader:
     """Reads the output topics from the beginning, by partition assignment (no group join to wait for)."""
 
-    def __init__(self, bootstrap: str, topics: Iterable[str]) -> None:
+    def __init__(self, bootstrap: str, topics: Iterable[str], partitions: int = PARTITIONS) -> None:
         self.consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
@@ -116,7 +117,7 @@ class OutputReader:
             }
         )
         self.consumer.assign(
-            [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in range(PARTITIONS)]
+            [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in range(partitions)]
         )
         self.messages: list[Output] = []
 
@@ -124,15 +125,7 @@ class OutputReader:
         def more() -> bool:
             for message in self.consumer.consume(1000, 0.2):
                 assert message.error() is None, message.error()
-                self.messages.append(
-                    Output(
-                        message.topic(),
-                        message.partition(),
-                        message.key().decode(),
-                        orjson.loads(message.value()),
-                        {k: v for k, v in message.headers() or []},
-                    )
-                )
+                self.messages.append(_output(message))
             return condition(self.messages)
 
         wait_until(more, timeout, "output events")
@@ -140,6 +133,22 @@ class OutputReader:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def _output(message: Message) -> Output:
+    topic, partition, key, value = message.topic(), message.partition(), message.key(), message.value()
+    assert topic is not None and partition is not None and value is not None
+    return Output(
+        topic,
+        partition,
+        key.decode() if isinstance(key, bytes) else key,
+        orjson.loads(value),
+        {k: v for k, v in _pairs(message.headers()) if isinstance(v, bytes)},
+    )
+
+
+def _pairs(headers: HeadersType | None) -> Iterable[tuple[str, str | bytes | None]]:
+    return headers.items() if isinstance(headers, dict) else headers or []
 
 
 def reconcile_events(

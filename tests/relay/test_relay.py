@@ -42,14 +42,14 @@ def assert_matches_outbox(rows: list[tuple[Any, ...]], messages: list[Output], t
     first: dict[str, Output] = {}
     for message in messages:
         assert first.setdefault(message.id, message) == message
-    expected: dict[tuple[str, str], list[str]] = defaultdict(list)
+    expected: dict[tuple[str, str | None], list[str]] = defaultdict(list)
     for _, event_type, key, payload, is_published in rows:
         message = first[payload["id"]]
         assert is_published
         assert (message.topic, message.key, message.value) == (topic_of(topics, event_type), key, payload)
         assert message.headers == {"content-type": b"application/cloudevents+json"}
         expected[(message.topic, key)].append(message.id)
-    actual: dict[tuple[str, str], list[str]] = defaultdict(list)
+    actual: dict[tuple[str, str | None], list[str]] = defaultdict(list)
     for message in messages:
         # Duplicates repeat a suffix of a key's stream; keep each id where it first appeared.
         if message.id not in actual[(message.topic, message.key)]:
