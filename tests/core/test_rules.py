@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,7 +29,7 @@ def links(conn: psycopg.Connection[Any]) -> dict[int, int | None]:
 
 
 @pytest.fixture(autouse=True)
-def consistent_afterwards(db: psycopg.Connection[Any]) -> Any:
+def consistent_afterwards(db: psycopg.Connection[Any]) -> Iterator[None]:
     """Whatever a test does through the core, rules 3 and 7 hold at its end."""
     yield
     if db.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
@@ -313,6 +314,20 @@ def test_soft_deleted_secondary_is_left_out(db: psycopg.Connection[Any]) -> None
         Outcome.CREATED_SECONDARY, 3, ContactView(1, ("a@x.io", "b@x.io"), ("111",), (3,)), None
     )
     assert reconcile(db, request("b@x.io", None, event="e4")).contact.primary_id == 1
+
+
+def test_cluster_whose_primary_was_soft_deleted_is_repaired_by_the_next_touch(
+    db: psycopg.Connection[Any],
+) -> None:
+    # Deleting only a primary leaves its secondaries pointing at a dead row (check flags it); the
+    # next input touching the cluster promotes the oldest live row instead of failing.
+    reconcile(db, request("a@x.io", "111", event="e1", when=at("2023-01-01")))
+    reconcile(db, request("b@x.io", "111", event="e2", when=at("2023-01-02")))
+    reconcile(db, request("c@x.io", "111", event="e3", when=at("2023-01-03")))
+    execute(db, "UPDATE contact SET deleted_at = now() WHERE id = 1")
+    answer = reconcile(db, request("b@x.io", "222", event="e4"))
+    assert answer.contact == ContactView(2, ("b@x.io", "c@x.io"), ("111", "222"), (3, 4))
+    assert links(db) == {1: None, 2: None, 3: 2, 4: 2}
 
 
 def test_contact_view_of_unknown_id_is_none(db: psycopg.Connection[Any]) -> None:
