@@ -370,11 +370,11 @@ def test_batches_agree_with_one_by_one(
     for size in [*chunks, len(planned)]:
         if start < len(planned):
             batched.extend(reconcile_batch(conn, [request for request, _ in planned[start : start + size]]))
+            assert check_invariants(conn) == []
+            conn.rollback()
         start += size
     batch_rank = ranks(conn)
 
     assert [canon(r, batch_rank) for r in batched] == [canon(r, single_rank) for r in singles] == answers
     assert table(conn) == single_table == model.table()
     assert canon_outbox(conn) == single_outbox
-    assert check_invariants(conn) == []
-    conn.rollback()
