@@ -98,13 +98,11 @@ def plan(sequence: Sequence[Input | Replay]) -> list[tuple[Request, Input | Repl
         elif not sent:
             continue
         else:
-            original = sent[step.of % len(sent)]
-            step = Replay(step.of % len(sent), step.changed, step.email, step.phone)
-            request = original
+            request = sent[step.of % len(sent)]
             if step.changed:
                 # The order id guarantees a different payload even when the identifiers are equal.
                 request = Request(
-                    Identifiers(step.email, step.phone), SOURCE, original.event_id, order_id="changed"
+                    Identifiers(step.email, step.phone), SOURCE, request.event_id, order_id="changed"
                 )
         planned.append((request, step))
     return planned
