@@ -142,15 +142,15 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
     progress = tqdm(
         stream.records(), total=args.events, unit="event", desc="generate", file=sys.stderr, disable=None
     )
-    records = _paced(((0, r) for r in progress), args.rate)
+    records = _paced(progress, args.rate)
     if args.output or args.dry_run:
         target = args.output.open("w", encoding="utf-8") if args.output else nullcontext(sys.stdout)
         with target as out:
-            _write_json_lines((r for _, r in records), out)
+            _write_json_lines(records, out)
         print(_summary(stream, "written"), file=sys.stderr)
         return 0
     producer = _producer(args, settings)
-    for _, record in records:
+    for record in records:
         producer.send_record(record)
     return _flushed(producer, lambda: print(_summary(stream, f"sent {producer.delivered}")))
 
@@ -196,7 +196,7 @@ def _write_json_lines(records: Iterable[CheckoutRecord], out: TextIO) -> None:
         out.write(json.dumps(record.to_json()) + "\n")
 
 
-def _paced(items: Iterable[tuple[int, T]], rate: float | None) -> Iterator[tuple[int, T]]:
+def _paced(items: Iterable[T], rate: float | None) -> Iterator[T]:
     """At most `rate` items per second, on a fixed schedule so short stalls are caught up."""
     if rate is None:
         yield from items
