@@ -13,7 +13,15 @@ import psycopg
 import pytest
 
 from consumer.contract import Outcome
-from consumer.core import Request, Resolution, check_invariants, reconcile, reconcile_batch
+from consumer.core import (
+    IdempotencyKeyReused,
+    KeyConflict,
+    Request,
+    Resolution,
+    check_invariants,
+    reconcile,
+    reconcile_batch,
+)
 from consumer.normalize import Identifiers
 from tests.core.helpers import (
     SOURCE,
@@ -166,6 +174,34 @@ def test_concurrent_first_requests_for_one_new_email_create_one_primary(
         assert outcomes[Outcome.MERGED] == 0
     assert check_invariants(db) == []
     db.rollback()
+
+
+def test_concurrent_redeliveries_of_one_event_apply_it_once(
+    db: psycopg.Connection[Any], database_url: str
+) -> None:
+    """Two workers can hold the same event after a rebalance: one applies it, the others see a duplicate."""
+    threads = 16
+    answers: list[Resolution | KeyConflict] = []
+
+    def work(n: int, conn: psycopg.Connection[Any], _: threading.Barrier) -> None:
+        # Half the copies carry a different payload under the same key: those must be refused.
+        email = "same@x.io" if n % 2 else f"other{n}@x.io"
+        try:
+            answers.append(reconcile(conn, request(email, "111", event="redelivered")))
+        except IdempotencyKeyReused as exc:
+            answers.append(exc.conflict)
+
+    run_concurrently(threads, work, database_url)
+
+    applied = [a for a in answers if isinstance(a, Resolution) and not a.duplicate]
+    assert len(applied) == 1
+    winner = applied[0].contact.emails
+    duplicates = [a for a in answers if isinstance(a, Resolution) and a.duplicate]
+    conflicts = [a for a in answers if isinstance(a, KeyConflict)]
+    assert len(duplicates) == (threads // 2 - 1 if winner == ("same@x.io",) else 0)
+    assert len(duplicates) + len(conflicts) == threads - 1
+    assert all(d.contact == applied[0].contact for d in duplicates)
+    assert counts(db) == {"contact": 1, "processed_event": 1, "merge_log": 0, "outbox": 1}
 
 
 def test_concurrent_crossed_bridges_merge_once(db: psycopg.Connection[Any], database_url: str) -> None:
