@@ -92,9 +92,11 @@ def test_cli_send_prints_the_event_id(
     assert received.event["data"] == {"email": None, "phoneNumber": "(555) 0199", "orderId": "o-9"}
 
 
-def test_cli_send_without_identifiers_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_send_without_identifiers_is_a_usage_error(
+    kafka_bootstrap: str, topic: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["send", "--bootstrap-servers", "127.0.0.1:1", "--email", " "])
+        main(["send", "--bootstrap-servers", kafka_bootstrap, "--topic", topic, "--email", " "])
     assert exit_info.value.code == 2
     assert "at least one of 'email' or 'phoneNumber'" in capsys.readouterr().err
 

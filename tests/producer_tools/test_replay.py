@@ -85,11 +85,11 @@ def test_replay_of_a_clean_file_exits_zero(
 
 
 def test_replay_rejects_a_csv_without_identifier_columns(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    kafka_bootstrap: str, topic: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "orders.csv"
     path.write_text("orderId,total\no-1,10\n")
     with pytest.raises(SystemExit) as exit_info:
-        main(["replay", str(path), "--bootstrap-servers", "127.0.0.1:1"])
+        main(["replay", str(path), "--bootstrap-servers", kafka_bootstrap, "--topic", topic])
     assert exit_info.value.code == 2
     assert "no email or phone column" in capsys.readouterr().err
