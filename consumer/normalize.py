@@ -106,14 +106,15 @@ class Normalizer:
             value = int(value)
         if isinstance(value, int) and value < 0:
             raise IdentifierError("phoneNumber", "invalid_phone", "phoneNumber must not be negative")
-        raw = str(value) if isinstance(value, int) else value
+        raw = str(value) if isinstance(value, int) else value.strip()
+        if not raw:
+            return None
         if len(raw) > 4 * self.phone_max_length:
             raise IdentifierError(
                 "phoneNumber", "too_long", f"phoneNumber is longer than {self.phone_max_length} characters"
             )
+        # Separators alone (say "-") are not "absent" (rule 1): they fail the shape check below.
         phone = _PHONE_SEPARATORS.sub("", raw)
-        if not phone:
-            return None
         if len(phone) > self.phone_max_length:
             raise IdentifierError(
                 "phoneNumber", "too_long", f"phoneNumber is longer than {self.phone_max_length} characters"
