@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -170,3 +171,17 @@ def test_scrub_masks_any_email_and_phone_in_text(email: str, phone: str, frame: 
     scrubbed = scrub(text)
     assert isinstance(scrubbed, str)
     assert email not in scrubbed and phone not in scrubbed
+
+
+@pytest.mark.parametrize(
+    "text", ["listening on 127.0.0.1:8000", "HTTP/1.1 200", "day 2023-04-01", "batch of 12345 rows"]
+)
+def test_addresses_dates_and_short_numbers_stay_readable(text: str) -> None:
+    assert scrub(text) == text
+
+
+@pytest.mark.parametrize("phone", ["555.010.0100", "+44 20 7183 8750", "(415) 555-0100", "123456"])
+def test_phone_shapes_close_to_addresses_and_dates_are_still_masked(phone: str) -> None:
+    scrubbed = scrub(f"call {phone} now")
+    assert isinstance(scrubbed, str)
+    assert not any(c.isdigit() for c in re.sub(r"sha256:[0-9a-f]+", "", scrubbed))
