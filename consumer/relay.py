@@ -30,6 +30,7 @@ whether it exited, crashed or lost its connection.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import signal
@@ -148,9 +149,8 @@ class OutboxRelay:
         return True
 
     def _publish_round(self, conn: psycopg.Connection[Any]) -> int:
-        rows = [
-            OutboxRow(*r) for r in conn.execute(queries.OUTBOX_UNPUBLISHED, [self.settings.relay_batch_size])
-        ]
+        cursor = conn.execute(queries.OUTBOX_UNPUBLISHED, [self.settings.relay_batch_size])
+        rows = [OutboxRow(*r) for r in cursor.fetchall()]
         if not rows:
             return 0
         producer = self._get_producer()
@@ -164,8 +164,9 @@ class OutboxRelay:
         done = rows[:failed]
         if done:
             conn.execute(queries.OUTBOX_MARK_PUBLISHED, [[row.id for row in done]])
+            for event_type, count in collections.Counter(row.event_type for row in done).items():
+                PUBLISHED.labels(event_type).inc(count)
             for row in done:
-                PUBLISHED.labels(row.event_type).inc()
                 LATENCY.observe(max(0.0, delivered_at - row.created_at.timestamp()))
             log.debug("outbox rows published", rows=len(done), last_id=done[-1].id)
         if failed < len(rows):
