@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
+from psycopg import sql
 
 
 @dataclass
@@ -40,7 +41,7 @@ def start_postgres(
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'identity'").fetchone():
             conn.execute("CREATE DATABASE identity")
         for name, value in (settings or {}).items():
-            conn.execute(f"ALTER SYSTEM SET {name} = '{value}'".encode())
+            conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
         if settings:
             conn.execute("SELECT pg_reload_conf()")
     return EmbeddedPostgres(server.get_uri("identity"), server)
