@@ -2,7 +2,8 @@
 
 The model is written from the rules in DESIGN.md, independently of `consumer/core/graph.py`: a plain
 list of rows, a union-find over the identifiers that every input joins, and each cluster's primary
-recomputed from scratch as its oldest row.
+recomputed from scratch as its oldest live row. Sequences may also erase (soft-delete) whole clusters
+by hand, after which their identifiers are unknown again.
 Rows are identified by their creation order (the model's index, the database's rank by id), because
 batches may leave gaps in the id sequence.
 """
@@ -30,7 +31,7 @@ from consumer.core import (
 )
 from consumer.normalize import Identifiers
 from tests.conftest import reset_database
-from tests.core.helpers import SOURCE, UnionFind, contacts, identifier_keys, outbox
+from tests.core.helpers import SOURCE, UnionFind, contacts, execute, identifier_keys, outbox
 
 EMAILS = ["a@x.io", "b@x.io", "c@x.io", "d@x.io"]
 PHONES = ["111", "222", "333", "444"]
@@ -60,6 +61,17 @@ class Replay:
     phone: str | None
 
 
+@dataclass(frozen=True)
+class Erase:
+    """Soft-delete, by hand, the whole cluster of the live row with this rank (modulo their number)."""
+
+    of: int
+
+
+Step = Input | Replay | Erase
+Planned = list[tuple[Request | None, Step]]
+
+
 def identifiers() -> st.SearchStrategy[tuple[str | None, str | None]]:
     pair = st.tuples(st.none() | st.sampled_from(EMAILS), st.none() | st.sampled_from(PHONES))
     return pair.filter(lambda p: p != (None, None))
@@ -71,6 +83,9 @@ replays = st.tuples(st.integers(0, 29), st.booleans(), identifiers()).map(
     lambda t: Replay(t[0], t[1], t[2][0], t[2][1])
 )
 steps = st.lists(st.one_of(inputs, inputs, inputs, replays), min_size=1, max_size=30)
+erasing_steps = st.lists(
+    st.one_of(inputs, inputs, inputs, inputs, replays, st.integers(0, 29).map(Erase)), min_size=1, max_size=30
+)
 
 
 def event_time(when: When) -> datetime | None:
@@ -82,11 +97,14 @@ def event_time(when: When) -> datetime | None:
     return DAY_ZERO + timedelta(days=when)
 
 
-def plan(sequence: Sequence[Input | Replay]) -> list[tuple[Request, Input | Replay]]:
+def plan(sequence: Sequence[Step]) -> Planned:
     """Requests for the steps; a replay refers to an earlier input (by position among the inputs)."""
-    planned: list[tuple[Request, Input | Replay]] = []
+    planned: Planned = []
     sent: list[Request] = []
     for step in sequence:
+        if isinstance(step, Erase):
+            planned.append((None, step))
+            continue
         if isinstance(step, Input):
             request = Request(
                 Identifiers(step.email, step.phone),
@@ -119,6 +137,8 @@ class ModelRow:
     email: str | None
     phone: str | None
     when: When
+    deleted: bool = False
+    link_when_deleted: int | None = None
 
     def age(self, index: int) -> tuple[int, int, int]:
         # Rows without an event time (or clamped) are created "now": after every 2023 row, in order.
@@ -138,25 +158,28 @@ class Model:
     def component(self, row: ModelRow) -> str:
         return self.identifiers.find(identifier_keys(row.email, row.phone)[0])
 
-    def primaries(self) -> list[int]:
-        """The primary (oldest row) of every row's cluster."""
+    def live(self) -> list[int]:
+        return [i for i, row in enumerate(self.rows) if not row.deleted]
+
+    def primaries(self) -> dict[int, int]:
+        """The primary (oldest live row) of every live row's cluster."""
         oldest: dict[str, int] = {}
-        for i, row in enumerate(self.rows):
-            root = self.component(row)
-            if root not in oldest or row.age(i) < self.rows[oldest[root]].age(oldest[root]):
+        for i in self.live():
+            root = self.component(self.rows[i])
+            if root not in oldest or self.rows[i].age(i) < self.rows[oldest[root]].age(oldest[root]):
                 oldest[root] = i
-        return [oldest[self.component(row)] for row in self.rows]
+        return {i: oldest[self.component(self.rows[i])] for i in self.live()}
 
     def apply(self, step: Input) -> Canon:
         before = self.primaries()
         matched = [
             i
-            for i, row in enumerate(self.rows)
-            if (step.email is not None and row.email == step.email)
-            or (step.phone is not None and row.phone == step.phone)
+            for i in before
+            if (step.email is not None and self.rows[i].email == step.email)
+            or (step.phone is not None and self.rows[i].phone == step.phone)
         ]
         touched = {before[i] for i in matched}
-        members = [i for i in range(len(self.rows)) if before[i] in touched]
+        members = [i for i in before if before[i] in touched]
         new = not matched or any(
             value is not None and all(getattr(self.rows[m], attr) != value for m in members)
             for attr, value in (("email", step.email), ("phone", step.phone))
@@ -181,7 +204,7 @@ class Model:
     def view(self, primary: int) -> Canon:
         primaries = self.primaries()
         others = sorted(
-            (i for i in range(len(self.rows)) if primaries[i] == primary and i != primary),
+            (i for i, p in primaries.items() if p == primary and i != primary),
             key=lambda i: self.rows[i].age(i),
         )
         ordered = [self.rows[primary], *(self.rows[i] for i in others)]
@@ -189,25 +212,46 @@ class Model:
         phones = tuple(dict.fromkeys(r.phone for r in ordered if r.phone is not None))
         return (primary, emails, phones, tuple(others))
 
+    def erase(self, of: int) -> None:
+        primaries = self.primaries()
+        if not primaries:
+            return
+        target = primaries[sorted(primaries)[of % len(primaries)]]
+        root = self.component(self.rows[target])
+        for i, p in primaries.items():
+            if p == target:
+                self.rows[i].deleted = True
+                self.rows[i].link_when_deleted = None if i == p else p
+        # The whole cluster is gone, so are its identifiers: they may come back as a new customer.
+        for key in [k for k in list(self.identifiers.parent) if self.identifiers.find(k) == root]:
+            del self.identifiers.parent[key]
+
     def table(self) -> list[Canon]:
         primaries = self.primaries()
+        links = [primaries.get(i, row.link_when_deleted) for i, row in enumerate(self.rows)]
         return [
             (
                 row.email,
                 row.phone,
-                None if primaries[i] == i else primaries[i],
-                "primary" if primaries[i] == i else "secondary",
+                None if links[i] == i else links[i],
+                "primary" if links[i] in (i, None) else "secondary",
                 event_time(row.when) if isinstance(row.when, int) else NOW,
+                row.deleted,
             )
             for i, row in enumerate(self.rows)
         ]
 
 
-def expected(planned: Sequence[tuple[Request, Input | Replay]]) -> tuple[list[Canon], Model]:
+def expected(planned: Planned) -> tuple[list[Canon], Model]:
     model = Model()
     answers: list[Canon] = []
     first_answer: dict[str, Canon] = {}
     for request, step in planned:
+        if isinstance(step, Erase):
+            model.erase(step.of)
+            answers.append(("erased",))
+            continue
+        assert request is not None
         if isinstance(step, Input):
             answer = model.apply(step)
             first_answer[request.event_id] = answer
@@ -256,6 +300,7 @@ def table(conn: psycopg.Connection[Any]) -> list[Canon]:
             None if r.linked_id is None else rank[r.linked_id],
             r.link_precedence,
             r.created_at if r.created_at < DAY_ZERO + timedelta(days=365) else NOW,
+            r.deleted_at is not None,
         )
         for r in rows
     ]
@@ -291,13 +336,29 @@ def canon_outbox(conn: psycopg.Connection[Any]) -> list[Canon]:
     ]
 
 
+def erase(conn: psycopg.Connection[Any], of: int) -> None:
+    live = [row.id for row in contacts(conn) if row.deleted_at is None]
+    if live:
+        execute(
+            conn,
+            "UPDATE contact SET deleted_at = now() WHERE deleted_at IS NULL"
+            " AND coalesce(linked_id, id) = (SELECT coalesce(linked_id, id) FROM contact WHERE id = %s)",
+            (live[of % len(live)],),
+        )
+
+
 def one_by_one(
     conn: psycopg.Connection[Any],
-    planned: Sequence[tuple[Request, Input | Replay]],
+    planned: Planned,
     each: Callable[[int, Resolution | KeyConflict], None] = lambda n, r: None,
 ) -> list[Resolution | KeyConflict]:
+    """The results of the reconciling steps; `each` sees them with their position in `planned`."""
     results: list[Resolution | KeyConflict] = []
-    for n, (request, _) in enumerate(planned):
+    for n, (request, step) in enumerate(planned):
+        if isinstance(step, Erase):
+            erase(conn, step.of)
+            continue
+        assert request is not None
         try:
             result: Resolution | KeyConflict = reconcile(conn, request)
         except IdempotencyKeyReused as exc:
@@ -317,10 +378,8 @@ FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChe
 
 
 @FAST
-@given(sequence=steps)
-def test_one_by_one_agrees_with_the_model(
-    conn: psycopg.Connection[Any], sequence: list[Input | Replay]
-) -> None:
+@given(sequence=erasing_steps)
+def test_one_by_one_agrees_with_the_model(conn: psycopg.Connection[Any], sequence: list[Step]) -> None:
     reset_database(conn)
     planned = plan(sequence)
     answers, model = expected(planned)
@@ -342,7 +401,7 @@ def test_one_by_one_agrees_with_the_model(
     one_by_one(conn, planned, check)
 
     assert table(conn) == model.table()
-    fresh = [a for a in answers if a[0] != "conflict" and not a[-1]]
+    fresh = [a for a in answers if a[0] not in ("conflict", "erased") and not a[-1]]
     resolved = [o for o in canon_outbox(conn) if o[0] == "identity.resolved"]
     assert len(resolved) == len(fresh), "one identity.resolved per processed event"
     assert len(canon_outbox(conn)) - len(resolved) == sum(1 for a in fresh if a[3] is not None)
@@ -351,7 +410,7 @@ def test_one_by_one_agrees_with_the_model(
 @FAST
 @given(sequence=steps, chunks=st.lists(st.integers(1, 8), max_size=8))
 def test_batches_agree_with_one_by_one(
-    conn: psycopg.Connection[Any], sequence: list[Input | Replay], chunks: list[int]
+    conn: psycopg.Connection[Any], sequence: list[Step], chunks: list[int]
 ) -> None:
     """Chunked by `chunks` (the rest in one final batch; no chunks means one batch for everything)."""
     planned = plan(sequence)
@@ -367,7 +426,8 @@ def test_batches_agree_with_one_by_one(
     start = 0
     for size in [*chunks, len(planned)]:
         if start < len(planned):
-            batched.extend(reconcile_batch(conn, [request for request, _ in planned[start : start + size]]))
+            chunk = [request for request, _ in planned[start : start + size] if request is not None]
+            batched.extend(reconcile_batch(conn, chunk))
             assert check_invariants(conn) == []
             conn.rollback()
         start += size
