@@ -99,6 +99,9 @@ WHERE deleted_at IS NULL AND coalesce(linked_id, id) = (
 
 # One relay publishes at a time: a session lock, released when the leader's connection ends.
 RELAY_TRY_LOCK = "SELECT pg_try_advisory_lock(hashtextextended('identity.relay', 0))"
+# Ignored on Unix sockets; over TCP the server drops the session (and the lock) of a vanished client.
+RELAY_SESSION_KEEPALIVES = """
+SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3"""
 # Channel notified by the AFTER INSERT trigger of sql/002_outbox_notify.sql.
 RELAY_LISTEN = "LISTEN outbox"
 # Rows of still-running transactions are invisible and are picked up by a later round; marking rows

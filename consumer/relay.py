@@ -209,13 +209,24 @@ class OutboxRelay:
         if self._lock_conn is None or self._conn is None:
             self._disconnect()
             self._lock_conn = self._open()
+            # The lock lives as long as the server-side session: keepalives end a session whose client
+            # vanished behind a dead network within half a minute, instead of the OS's two hours.
+            self._lock_conn.execute(queries.RELAY_SESSION_KEEPALIVES)
             self._conn = self._open()
             set_json_loads(orjson.loads, self._conn)
         return self._lock_conn, self._conn
 
     def _open(self) -> psycopg.Connection[Any]:
         return psycopg.connect(
-            self.settings.database_url, autocommit=True, application_name="identity-relay", connect_timeout=5
+            self.settings.database_url,
+            autocommit=True,
+            application_name="identity-relay",
+            connect_timeout=5,
+            # Likewise on our side: a query on a dead connection fails instead of hanging.
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
         )
 
     def _disconnect(self) -> None:
