@@ -16,7 +16,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="identity", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("migrate", help="apply pending database migrations")
-    commands.add_parser("check", help="verify the identity graph's invariants; exits 1 on a violation")
+    commands.add_parser(
+        "check", help="verify the identity graph's invariants; exits 1 on a violation, 2 if it cannot check"
+    )
     commands.add_parser("worker", help="consume checkout events and reconcile them")
     commands.add_parser("relay", help="publish outbox rows to the output topics")
     api = commands.add_parser("api", help="serve POST /identify with uvicorn")
@@ -59,8 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _check(settings: Settings) -> int:
     from consumer.core import check_invariants
 
-    with psycopg.connect(settings.database_url) as conn:
-        violations = check_invariants(conn)
+    try:
+        with psycopg.connect(settings.database_url) as conn:
+            violations = check_invariants(conn)
+    except psycopg.Error as exc:
+        print(f"error: could not check the database: {exc}", file=sys.stderr)
+        return 2
     if not violations:
         print("ok: every invariant holds")
         return 0

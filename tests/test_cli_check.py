@@ -173,6 +173,6 @@ def test_cli_reports_every_violated_rule_and_exits_1(graph: tuple[str, psycopg.C
 def test_cli_does_not_pass_a_database_without_the_schema(database_url: str) -> None:
     with fresh_database(database_url) as url:
         result = run_check(url)
-    assert result.returncode != 0
+    assert result.returncode == 2, "an error is not a verdict: exit 2, not 1"
     assert "ok" not in result.stdout
     assert 'relation "contact" does not exist' in result.stderr

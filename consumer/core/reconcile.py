@@ -141,7 +141,8 @@ def reconcile_batch(
 
 def contact_view(conn: psycopg.Connection[Any], contact_id: int) -> ContactView | None:
     """The consolidated identity of the cluster holding `contact_id`, or None if unknown or deleted."""
-    rows = [Contact(*row) for row in conn.execute(queries.CLUSTER_OF_CONTACT, [contact_id])]
+    with conn.transaction():
+        rows = [Contact(*row) for row in conn.execute(queries.CLUSTER_OF_CONTACT, [contact_id])]
     primaries = {row.primary_id for row in rows}
     graph = IdentityGraph.of(rows)
     if len(primaries) != 1 or (primary := primaries.pop()) not in graph.rows:

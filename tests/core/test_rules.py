@@ -308,7 +308,7 @@ def test_soft_deleted_secondary_is_left_out(db: psycopg.Connection[Any]) -> None
     reconcile(db, request("b@x.io", "111", event="e2"))
     execute(db, "UPDATE contact SET deleted_at = now() WHERE id = 2")
     assert contact_view(db, 1) == ContactView(1, ("a@x.io",), ("111",), ())
-    db.rollback()  # contact_view reads inside the caller's transaction; reconcile needs an idle one
+    # contact_view leaves the connection idle, so reconcile can use it next.
     answer = reconcile(db, request("b@x.io", "111", event="e3"))
     assert answer == Resolution(
         Outcome.CREATED_SECONDARY, 3, ContactView(1, ("a@x.io", "b@x.io"), ("111",), (3,)), None
