@@ -156,6 +156,16 @@ class WorkerProcess:
     def logged(self, event: str) -> bool:
         return any(entry.get("event") == event for entry in self.logs())
 
+    def owned(self) -> set[str]:
+        """The partitions the worker owns now, from its log."""
+        partitions: set[str] = set()
+        for entry in self.logs():
+            if entry.get("event") == "partitions assigned":
+                partitions |= set(entry["partitions"])
+            elif entry.get("event") in ("partitions revoked", "partitions lost"):
+                partitions -= set(entry["partitions"])
+        return partitions
+
     def terminate(self, timeout: float = 30.0) -> int:
         self.process.send_signal(signal.SIGTERM)
         return self.wait(timeout)

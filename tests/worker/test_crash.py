@@ -23,7 +23,7 @@ from tests.worker.support import (
 )
 
 EVENTS = 3000
-KILLS = 4
+KILLS = 3
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 

@@ -184,7 +184,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     mutations=st.dictionaries(
         st.sampled_from(

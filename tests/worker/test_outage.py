@@ -106,3 +106,37 @@ def test_database_outage_mid_stream_loses_nothing(
     assert resolved == len(events)
     assert worker.terminate() == 0
     assert committed_offsets(kafka_bootstrap, topics.group, topics.checkout, 1) == {0: len(events)}
+
+
+@pytest.mark.parametrize("partitions", [4])
+def test_a_worker_stopped_during_an_outage_hands_its_partitions_over(
+    start_worker: StartWorker, topics: Topics, kafka_bootstrap: str, own_postgres: RestartablePostgres
+) -> None:
+    url = own_postgres.url
+    events = [structured(envelope(f"h{i}", f"visitor{i}@example.com", str(3200000 + i))) for i in range(200)]
+    fast_retries = {"DATABASE_URL": url, "WORKER_RETRY_INITIAL_S": "0.2", "WORKER_RETRY_MAX_S": "1"}
+    first, second = start_worker(**fast_retries), start_worker(**fast_retries)
+    wait_until(
+        lambda: len(first.owned()) == len(second.owned()) == 2, 60, "two partitions each", interval=0.5
+    )
+
+    own_postgres.stop()
+    produce(kafka_bootstrap, topics.checkout, events)
+    wait_until(lambda: retried(first, 2) and retried(second, 2), 60, "both workers to back off", interval=0.5)
+    # SIGTERM while waiting out the outage: the in-flight batch is abandoned, its offsets not stored.
+    assert second.terminate() == 0
+    assert second.logged("shutting down during an outage; the batch will be redelivered")
+    # The survivor takes the partitions over while paused, and keeps them paused until it recovers.
+    wait_until(lambda: len(first.owned()) == 4, 60, "the takeover", interval=0.5)
+    own_postgres.start()
+
+    wait_until(lambda: processed(url) == len(events), 60, "every event")
+    assert first.process.poll() is None
+    with psycopg.connect(url) as conn:
+        assert check_invariants(conn) == []
+        (resolved,) = conn.execute(
+            "SELECT count(*) FROM outbox WHERE event_type = 'identity.resolved'"
+        ).fetchone() or (0,)
+    assert resolved == len(events)
+    assert first.terminate() == 0
+    assert sum(committed_offsets(kafka_bootstrap, topics.group, topics.checkout, 4).values()) == len(events)

@@ -239,7 +239,7 @@ def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_stop
     first = start_worker(WORKER_BATCH_SIZE="20")
     second = start_worker(WORKER_BATCH_SIZE="20")
     wait_until(
-        lambda: bool(assigned(first)) and bool(assigned(second)),
+        lambda: bool(first.owned()) and bool(second.owned()),
         60,
         "both workers to own partitions",
         interval=0.5,
@@ -250,24 +250,13 @@ def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_stop
     assert first.terminate() == 0  # mid-stream
     wait_until(lambda: processed(database_url) == len(events), 90, "the other worker to finish")
     assert second.logged("partitions assigned")
-    assert len(assigned(second)) == 4
+    assert len(second.owned()) == 4
     assert count(database_url, "SELECT count(*) FROM outbox WHERE event_type = 'identity.resolved'") == len(
         events
     )
     with psycopg.connect(database_url) as conn:
         assert check_invariants(conn) == []
     assert clusters(database_url) == components(pairs)
-
-
-def assigned(worker: Any) -> set[str]:
-    """The partitions a worker owns now, from its log."""
-    owned: set[str] = set()
-    for entry in worker.logs():
-        if entry.get("event") == "partitions assigned":
-            owned |= set(entry["partitions"])
-        elif entry.get("event") in ("partitions revoked", "partitions lost"):
-            owned -= set(entry["partitions"])
-    return owned
 
 
 def test_dead_letters_are_replayed_once_their_cause_is_fixed(
