@@ -7,6 +7,7 @@ most of the run time: the replacement worker only gets them after that.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import subprocess
@@ -44,24 +45,36 @@ def run_with_kills(stack: Stack, name: str, events: int, kills: int, timeout: fl
     # Pools as large as the stream: many matches and merges, yet no cluster spanning half the data (whose
     # consolidated view would make every event slow, which is not what this test is about).
     checkouts = overlapping_checkouts(events, rng, emails=events, phones=events, prefix=name)
-    produce(stack.bootstrap, stack.topics.checkout, [c.record() for c in checkouts])
+    # The stream arrives in one chunk per kill and one more, so no process can run far ahead of the
+    # kills: each kill lands while the stream still has work for the victim.
+    bounds = [i * events // (kills + 1) for i in range(kills + 2)]
+    chunks = [[c.record() for c in checkouts[a:b]] for a, b in itertools.pairwise(bounds)]
     url = stack.database_url
+    produce(stack.bootstrap, stack.topics.checkout, chunks[0])
     services = {"worker": stack.start("worker", WORKER_BATCH_SIZE="200"), "relay": stack.start("relay")}
     progress = {"worker": lambda: processed(url), "relay": lambda: published_resolved(url)}
     started = time.monotonic()
     killed = {"worker": 0, "relay": 0}
+    resumed: dict[str, list[float]] = {"worker": [], "relay": []}
     for k in range(kills):
         victim = "worker" if k % 2 == 0 else "relay"
-        # Spread the kills over the stream; the exact moment is wherever the process is then.
-        target = (k + 1) * events // (kills + 1) + rng.randrange(events // (4 * (kills + 1)) + 1)
+        # Somewhere inside the chunk; the exact moment is wherever the process is then.
+        target = bounds[k] + rng.randrange(1, bounds[k + 1] - bounds[k])
         wait_for(
             lambda victim=victim, target=target: progress[victim]() >= target,
             timeout,
             f"{victim} progress to {target} before kill {k} (seed {seed})",
+            0.05,
         )
+        before = progress[victim]()
         services[victim].kill()
         killed[victim] += 1
         services[victim] = stack.start(victim, WORKER_BATCH_SIZE="200")
+        produce(stack.bootstrap, stack.topics.checkout, chunks[k + 1])
+        # Until the replacement makes progress: for a worker, mostly the broker's session timeout.
+        resumed[victim].append(
+            wait_for(lambda v=victim, b=before: progress[v]() > b, timeout, f"{victim} to resume", 0.1)
+        )
     wait_for(lambda: processed(url) == events, timeout, f"every event processed (seed {seed})", 0.5)
     wait_for(lambda: unpublished(url) == 0, timeout, f"every outbox row published (seed {seed})", 0.5)
     elapsed = round(time.monotonic() - started, 1)
@@ -90,6 +103,8 @@ def run_with_kills(stack: Stack, name: str, events: int, kills: int, timeout: fl
         events_applied=processed(url),
         worker_kills=killed["worker"],
         relay_kills=killed["relay"],
+        worker_resumed_after_s=resumed["worker"],
+        relay_resumed_after_s=resumed["relay"],
         run_seconds=elapsed,
         identity_check=check.stdout.strip(),
         **figures,
