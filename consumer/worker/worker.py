@@ -316,7 +316,10 @@ class Worker:
             return
         self._lag_updated = now
         for tp in self._consumer.position(self._consumer.assignment()):
-            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            try:
+                _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue  # nothing fetched from this partition yet; a metric must not stop the worker
             if high >= 0 and tp.offset >= 0:
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(high - tp.offset, 0))
 
