@@ -30,6 +30,11 @@ LATENCY = Histogram(
     ["method", "route", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+IN_PROGRESS = Gauge(
+    "identity_api_requests_in_progress",
+    "HTTP requests being handled, including the scrape that reports it.",
+    multiprocess_mode="livesum",
+)
 RECONCILIATIONS = Counter(
     "identity_api_reconciliations_total",
     "POST /identify results by outcome; `replayed` is a retried Idempotency-Key answered from storage.",
@@ -103,9 +108,11 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
+        IN_PROGRESS.inc()
         try:
             await self.app(scope, receive, send_and_record)
         finally:
+            IN_PROGRESS.dec()
             route = scope.get("route")
             method = scope["method"] if scope["method"] in _METHODS else "other"
             labels = (method, getattr(route, "path", UNMATCHED_ROUTE), str(status))

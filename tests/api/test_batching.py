@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import string
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,39 +13,62 @@ import httpx
 import psycopg
 import pytest
 
+from consumer.core.reconcile import lock_key
 from tests.api.conftest import ApiServer, api_server
 from tests.api.test_metrics import samples, value
 
 CALLS = 24
+BLOCKER = "blocker@hillvalley.edu"
 
 
 @pytest.fixture(scope="module")
 def one_drainer(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    # One drainer makes concurrent calls queue up and batch; the raised limits let an email through
-    # that is too long for PostgreSQL's btree index, a call the database itself refuses.
+    # One drainer, so calls queue behind a busy transaction; the raised limits let an email through
+    # that is too long for PostgreSQL's btree index: a call the database itself refuses.
     env = {"API_BATCH_DRAINERS": "1", "EMAIL_MAX_LENGTH": "20000", "API_MAX_BODY_BYTES": "100000"}
     with api_server(database_url, tmp_path_factory.mktemp("api-batch"), env=env) as server:
         yield server
 
 
-async def call_concurrently(url: str, bodies: list[dict[str, str]]) -> list[httpx.Response]:
+async def wait_for_in_progress(url: str, count: int) -> None:
+    """Until `count` requests are being handled (the scrape itself counts as one)."""
+    deadline = time.monotonic() + 20
+    while value(samples(url), "identity_api_requests_in_progress") < count + 1:
+        assert time.monotonic() < deadline, f"fewer than {count} requests arrived"
+        await asyncio.sleep(0.02)
+
+
+async def scenario(url: str, bodies: list[dict[str, str]], lock: psycopg.Connection[Any]) -> list[int]:
+    """Block the only drainer on an advisory lock, queue every call behind it, then let go."""
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-        return list(await asyncio.gather(*(http.post("/identify", json=body) for body in bodies)))
+        blocker = asyncio.create_task(http.post("/identify", json={"email": BLOCKER}))
+        await wait_for_in_progress(url, 1)
+        calls = [asyncio.create_task(http.post("/identify", json=body)) for body in bodies]
+        await wait_for_in_progress(url, 1 + len(bodies))
+        lock.execute("SELECT pg_advisory_unlock(%s)", [lock_key("email", BLOCKER)])
+        assert (await blocker).status_code == 200
+        return [(await call).status_code for call in calls]
 
 
-def test_a_refused_call_fails_alone(one_drainer: ApiServer, db: psycopg.Connection[Any]) -> None:
+def test_a_refused_call_fails_alone(
+    one_drainer: ApiServer, db: psycopg.Connection[Any], database_url: str
+) -> None:
     unindexable = "".join(random.Random(7).choices(string.ascii_letters, k=9000)) + "@hillvalley.edu"
     bodies = [{"email": f"guest{i}@hillvalley.edu", "phoneNumber": str(1000 + i)} for i in range(CALLS)]
     bodies.insert(CALLS // 2, {"email": unindexable})
     before = samples(one_drainer.url)
 
-    responses = asyncio.run(call_concurrently(one_drainer.url, bodies))
+    with psycopg.connect(database_url, autocommit=True) as lock:
+        lock.execute("SELECT pg_advisory_lock(%s)", [lock_key("email", BLOCKER)])
+        statuses = asyncio.run(scenario(one_drainer.url, bodies, lock))
 
-    statuses = [r.status_code for r in responses]
     assert statuses.pop(CALLS // 2) == 500
     assert statuses == [200] * CALLS
-    assert db.execute("SELECT count(*) FROM contact").fetchone() == (CALLS,)
+    assert db.execute("SELECT count(*) FROM contact").fetchone() == (CALLS + 1,)
     after = samples(one_drainer.url)
     batches = value(after, "identity_api_batch_size_count") - value(before, "identity_api_batch_size_count")
-    assert batches < CALLS + 1, "the calls were applied in shared transactions"
+    bucket = "identity_api_batch_size_bucket"
+    # The blocker alone, then every queued call in one batch (over 16), split when it failed.
+    assert batches == 2
+    assert value(after, bucket, le="16.0") - value(before, bucket, le="16.0") == 1
     assert "batch failed" in one_drainer.log.read_text()
