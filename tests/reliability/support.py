@@ -53,8 +53,8 @@ class Checkout:
 def overlapping_checkouts(
     count: int, rng: random.Random, *, emails: int, phones: int, prefix: str = "ev"
 ) -> list[Checkout]:
-    """Checkouts over small pools of emails and phones (many matches and merges), with out-of-order times
-    so late older events demote primaries too."""
+    """Checkouts over pools of emails and phones (the smaller the pools, the more matches and merges),
+    with out-of-order times so late older events demote primaries too."""
     checkouts = []
     for i in range(count):
         email: str | None = f"{prefix}{rng.randrange(emails)}@example.com"
@@ -107,7 +107,7 @@ class StackTopics:
 
 @dataclass
 class Stack:
-    """Worker and relay processes of one test on one database and broker; all stopped at the end."""
+    """Worker and relay processes of one test on one database and broker; `close()` kills them all."""
 
     database_url: str
     bootstrap: str
