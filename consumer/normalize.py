@@ -75,9 +75,10 @@ class Normalizer:
             raise IdentifierError(
                 "email", "too_long", f"email is longer than {self.email_max_length} characters"
             )
-        if "\x00" in email:
-            # PostgreSQL text cannot store NUL: refuse it here rather than fail at insert time.
-            raise IdentifierError("email", "invalid_email", "email must not contain a NUL character")
+        if not storable(email):
+            raise IdentifierError(
+                "email", "invalid_email", "email must not contain NUL or unpaired surrogate characters"
+            )
         if self.validate_email:
             try:
                 validate_email(email, check_deliverability=False)
@@ -144,6 +145,17 @@ class Normalizer:
         if not phonenumbers.is_possible_number(parsed):
             return phone
         return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+
+
+def storable(text: str) -> bool:
+    """PostgreSQL text cannot hold NUL, and a lone surrogate cannot be encoded as UTF-8."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _json_type(value: object) -> str:

@@ -83,6 +83,13 @@ def test_email_normalization_is_idempotent(value: str) -> None:
     assert normalized is None or DEFAULT.email(normalized) == normalized
 
 
+@pytest.mark.parametrize("value", ["a\x00@b.c", "a\udc80@b.c"])
+def test_email_postgresql_cannot_store_is_refused(value: str) -> None:
+    with pytest.raises(IdentifierError) as info:
+        DEFAULT.email(value)
+    assert (info.value.field, info.value.reason) == ("email", "invalid_email")
+
+
 @pytest.mark.parametrize("value", [12345, 1.5, True, {"a": 1}, ["a@b.c"]])
 def test_email_of_the_wrong_type_is_a_type_error(value: object) -> None:
     with pytest.raises(IdentifierTypeError) as info:

@@ -132,11 +132,14 @@ def reconcile_batch(
             with conn.pipeline(), conn.transaction():
                 return _Batch(conn, requests).run(extra_primaries)
         except _PrimaryBusy as exc:
+            if attempt == _MAX_ATTEMPTS:
+                # An OperationalError like any lock timeout: callers retry it or answer 503.
+                raise exc.error from None
             extra_primaries |= exc.primaries
         except (errors.DeadlockDetected, errors.SerializationFailure):
             if attempt == _MAX_ATTEMPTS:
                 raise
-    raise RuntimeError(f"gave up reconciling after {_MAX_ATTEMPTS} lock-order restarts")
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def contact_view(conn: psycopg.Connection[Any], contact_id: int) -> ContactView | None:
@@ -157,8 +160,9 @@ def lock_key(*parts: str) -> int:
 
 
 class _PrimaryBusy(Exception):
-    def __init__(self, primaries: set[int]) -> None:
+    def __init__(self, primaries: set[int], error: errors.LockNotAvailable) -> None:
         self.primaries = primaries
+        self.error = error
 
 
 class _Batch:
@@ -233,8 +237,8 @@ class _Batch:
                 return graph, _first(clock)
             try:
                 self.conn.execute(queries.LOCK_PRIMARIES_NOWAIT, [sorted(missing)]).fetchall()
-            except errors.LockNotAvailable:
-                raise _PrimaryBusy(locked | missing) from None
+            except errors.LockNotAvailable as exc:
+                raise _PrimaryBusy(locked | missing, exc) from exc
             locked |= missing
 
     def _next_id(self) -> int:

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from consumer.contract import CHECKOUT_TYPE, CheckoutData
 from consumer.core import Request
-from consumer.normalize import IdentifierError, MissingIdentifiers, Normalizer
+from consumer.normalize import IdentifierError, MissingIdentifiers, Normalizer, storable
 
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 # (source, id) is the primary key of processed_event; a B-tree entry must stay under ~2.7 kB.
@@ -114,10 +114,8 @@ def _decode(value: bytes | None, headers: dict[str, bytes], normalizer: Normaliz
         # The email validator's own messages may quote parts of the address.
         message = f"{exc.field} is not a valid address" if exc.reason == "invalid_email" else str(exc)
         raise _Rejected(Reason.INVALID_IDENTIFIER, message) from None
-    if identifiers.email is not None and not _storable(identifiers.email):
-        raise _Rejected(Reason.INVALID_IDENTIFIER, "email holds a NUL or an unpaired surrogate character")
     order_id = None if checkout.orderId is None else str(checkout.orderId)
-    if order_id is not None and not _storable(order_id):
+    if order_id is not None and not storable(order_id):
         raise _Rejected(Reason.INVALID_EVENT, "orderId holds a NUL or an unpaired surrogate character")
     return Request(
         identifiers,
@@ -148,7 +146,7 @@ class _Factory:
             text = attributes.get(name)
             if not isinstance(text, str) or not text:
                 raise _Rejected(Reason.INVALID_EVENT, f"{name} is required and must be a non-empty string")
-            if len(text) > MAX_KEY_LENGTH or not _storable(text):
+            if len(text) > MAX_KEY_LENGTH or not storable(text):
                 raise _Rejected(
                     Reason.INVALID_EVENT,
                     f"{name} must be at most {MAX_KEY_LENGTH} characters, without NUL or unpaired surrogates",
@@ -169,14 +167,3 @@ def header_dict(headers: Headers | None) -> dict[str, bytes]:
 
 def _is_structured(content_type: bytes) -> bool:
     return content_type.split(b";", 1)[0].strip().lower() == STRUCTURED_CONTENT_TYPE.encode()
-
-
-def _storable(text: str) -> bool:
-    """PostgreSQL text cannot hold NUL, and a lone surrogate cannot be encoded as UTF-8."""
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
