@@ -21,6 +21,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     commands.add_parser("worker", help="consume checkout events and reconcile them")
     commands.add_parser("relay", help="publish outbox rows to the output topics")
+    # Its options belong to consumer.worker.replay, which parses them itself.
+    commands.add_parser(
+        "dlq-replay", add_help=False, help="send dead letters back to the input topic (--help for options)"
+    )
     api = commands.add_parser("api", help="serve POST /identify with uvicorn")
     api.add_argument("--host", help="bind address (default: API_HOST)")
     api.add_argument("--port", type=int, help="port (default: API_PORT)")
@@ -28,7 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     dev = commands.add_parser("dev", help="run the whole stack locally on embedded PostgreSQL and Kafka")
     dev.add_argument("--clean", action="store_true", help="start from an empty database")
     dev.add_argument("--demo", action="store_true", help="replay the hillvalley story and show the results")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "dlq-replay":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
 
     settings = get_settings()
     configure_logging(settings)
@@ -45,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from consumer.worker import run_worker
 
         return run_worker(settings)
+    if command == "dlq-replay":
+        from consumer.worker.replay import main as replay_main
+
+        return replay_main(extra)
     if command == "relay":
         from consumer.relay import run_relay
 

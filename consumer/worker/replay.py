@@ -121,7 +121,7 @@ def _flush(producer: Producer) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m consumer.worker.replay", description=__doc__)
+    parser = argparse.ArgumentParser(prog="identity dlq-replay", description=__doc__)
     parser.add_argument(
         "--reason",
         action="append",

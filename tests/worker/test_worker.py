@@ -279,7 +279,7 @@ def test_dead_letters_are_replayed_once_their_cause_is_fixed(
 
     def run_replay(*args: str) -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "consumer.worker.replay", "--idle-s", "3", *args],
+            [sys.executable, "-m", "consumer", "dlq-replay", "--idle-s", "3", *args],
             env={**os.environ, **worker_env},
             capture_output=True,
             text=True,
