@@ -368,7 +368,13 @@ class OutputTail:
 @contextmanager
 def output_tail(bootstrap: str) -> Iterator[OutputTail]:
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}", "enable.auto.commit": False}
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            # Tansu answers a fetch late (~200 ms at the 500 ms default): the reader must not add that.
+            "fetch.wait.max.ms": 10,
+        }
     )
     partitions = [TopicPartition(TOPICS["resolved"], p, OFFSET_END) for p in range(4)]
     consumer.assign(partitions)
