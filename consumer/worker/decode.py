@@ -11,17 +11,18 @@ Dead-letter messages never quote the input: only attribute names and fixed expla
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from cloudevents.core.bindings.kafka import KafkaMessage, from_kafka
 from cloudevents.core.exceptions import CloudEventValidationError
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from consumer.contract import CHECKOUT_TYPE, CheckoutData
 from consumer.core import Request
@@ -83,6 +84,8 @@ def _decode(value: bytes | None, headers: dict[str, bytes], normalizer: Normaliz
                 Reason.INVALID_EVENT,
                 f"a record without ce_* headers must be a structured event ({STRUCTURED_CONTENT_TYPE})",
             )
+        if (fast := _structured_fast_path(value, normalizer)) is not None:
+            return fast
     factory = _Factory()
     try:
         event = from_kafka(KafkaMessage(headers, None, value), _FORMAT, factory)
@@ -101,6 +104,51 @@ def _decode(value: bytes | None, headers: dict[str, bytes], normalizer: Normaliz
         if binary and isinstance(data, bytes | str):
             raise _Rejected(Reason.UNDECODABLE, "the binary-mode value is not a JSON object")
         raise _Rejected(Reason.INVALID_EVENT, "data must be a JSON object")
+    return _request(data, event.get_source(), event.get_id(), factory.time, normalizer)
+
+
+# Times the general parser (dateutil) and datetime.fromisoformat read alike.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?")
+
+
+class _PlainStructuredEvent(BaseModel):
+    """The usual structured event, strictly: anything else takes the general path."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    specversion: Literal["1.0"]
+    id: str = Field(min_length=1, max_length=MAX_KEY_LENGTH)
+    source: str = Field(min_length=1, max_length=MAX_KEY_LENGTH)
+    type: Literal["checkout.completed"]
+    time: str | None = None
+    datacontenttype: Literal["application/json"] | None = None
+    subject: str | None = None
+    data: dict[str, Any]
+
+
+def _structured_fast_path(value: bytes, normalizer: Normalizer) -> Request | None:
+    """Most events: parsed in one pass by pydantic-core, several times faster than the general binding.
+
+    Returns None, never a verdict, for anything unusual: the general path then decides, so both paths
+    accept exactly the same events and every rejection keeps its precise reason.
+    """
+    try:
+        event = _PlainStructuredEvent.model_validate_json(value)
+        if event.time is not None and not _RFC3339.fullmatch(event.time):
+            return None
+        time = None if event.time is None else datetime.fromisoformat(event.time)
+    except (ValidationError, ValueError):
+        return None
+    if not (storable(event.id) and storable(event.source)):
+        return None
+    if time is not None and time.tzinfo is None:
+        time = time.replace(tzinfo=UTC)
+    return _request(event.data, event.source, event.id, time, normalizer)
+
+
+def _request(
+    data: dict[str, Any], source: str, event_id: str, time: datetime | None, normalizer: Normalizer
+) -> Request:
     try:
         checkout = CheckoutData.model_validate(data, strict=True)
     except ValidationError as exc:
@@ -119,9 +167,9 @@ def _decode(value: bytes | None, headers: dict[str, bytes], normalizer: Normaliz
         raise _Rejected(Reason.INVALID_EVENT, "orderId holds a NUL or an unpaired surrogate character")
     return Request(
         identifiers,
-        source=event.get_source(),
-        event_id=event.get_id(),
-        occurred_at=factory.time,
+        source=source,
+        event_id=event_id,
+        occurred_at=time,
         order_id=order_id,
         publish_unchanged=True,
     )

@@ -198,3 +198,47 @@ json_values = st.recursive(
 def test_mutated_envelopes_never_raise(mutations: dict[str, Any], data: dict[str, Any]) -> None:
     event = GOOD | {"data": data} | mutations
     assert isinstance(decode(json.dumps(event).encode(), STRUCTURED, NORMALIZER), Request | DeadLetter)
+
+
+_attribute = st.one_of(st.none(), st.text(max_size=8), st.integers(), st.booleans())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    event_id=st.one_of(st.text(max_size=300), st.integers()),
+    source=st.one_of(st.text(max_size=20), st.none()),
+    spec=st.sampled_from(["1.0", "0.3", 1.0]),
+    kind=st.sampled_from(["checkout.completed", "checkout.created"]),
+    time=st.one_of(
+        st.none(),
+        st.datetimes(timezones=st.one_of(st.none(), st.timezones())).map(datetime.isoformat),
+        st.text(max_size=12),
+        st.integers(),
+    ),
+    email=st.one_of(st.none(), st.emails(), st.text(max_size=12), st.integers()),
+    phone=st.one_of(st.none(), st.integers(), st.text(alphabet="0123456789 +-()x", max_size=14)),
+    extra=st.dictionaries(
+        st.sampled_from(["subject", "dataschema", "datacontenttype", "Bad-Name"]), _attribute
+    ),
+)
+def test_fast_path_and_general_path_agree(
+    event_id: object,
+    source: object,
+    spec: object,
+    kind: str,
+    time: object,
+    email: object,
+    phone: object,
+    extra: dict[str, object],
+) -> None:
+    """The structured fast path is an optimization only: it must never change a verdict."""
+    event = {"specversion": spec, "id": event_id, "source": source, "type": kind, **extra}
+    event["data"] = {"email": email, "phoneNumber": phone}
+    if time is not None:
+        event["time"] = time
+    value = json.dumps(event).encode()
+    fast = decoded(value, STRUCTURED)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("consumer.worker.decode._structured_fast_path", lambda *_: None)
+        general = decoded(value, STRUCTURED)
+    assert fast == general
