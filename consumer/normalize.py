@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
+from consumer.config import Settings
+
 _PHONE_SEPARATORS = re.compile(r"[\s\-.()]")
 _PHONE_SHAPE = re.compile(r"\+?[0-9]+")
 
@@ -60,6 +62,15 @@ class Normalizer:
     email_max_length: int = 320
     phone_max_length: int = 32
     validate_email: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Normalizer:
+        return cls(
+            default_region=settings.default_phone_region,
+            email_max_length=settings.email_max_length,
+            phone_max_length=settings.phone_max_length,
+            validate_email=settings.email_validation,
+        )
 
     def email(self, value: object) -> str | None:
         if value is None:

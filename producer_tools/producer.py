@@ -24,16 +24,6 @@ class DeliveryError(RuntimeError):
     """Some messages were not acknowledged by the broker."""
 
 
-def normalizer_for(settings: Settings) -> Normalizer:
-    """The same normalizer the worker builds, so the message key matches what it will match on."""
-    return Normalizer(
-        default_region=settings.default_phone_region,
-        email_max_length=settings.email_max_length,
-        phone_max_length=settings.phone_max_length,
-        validate_email=settings.email_validation,
-    )
-
-
 class CheckoutProducer:
     """An idempotent (acks=all) producer of checkout events, keyed by the shared normalizer's partition key.
 
@@ -52,7 +42,7 @@ class CheckoutProducer:
         settings = settings or get_settings()
         self.topic = topic or settings.checkout_topic
         self.source = source
-        self.normalizer = normalizer_for(settings)
+        self.normalizer = Normalizer.from_settings(settings)
         self.delivered = 0
         self.failed = 0
         self.errors: list[str] = []

@@ -64,12 +64,7 @@ class _Item:
 class Worker:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._normalizer = Normalizer(
-            default_region=settings.default_phone_region,
-            email_max_length=settings.email_max_length,
-            phone_max_length=settings.phone_max_length,
-            validate_email=settings.email_validation,
-        )
+        self._normalizer = Normalizer.from_settings(settings)
         self._consumer = Consumer(
             {
                 "bootstrap.servers": settings.kafka_bootstrap_servers,
