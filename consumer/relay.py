@@ -78,6 +78,10 @@ _TRANSIENT = (psycopg.OperationalError, KafkaException)
 class PublishFailed(Exception):
     """A delivery failed: the round stopped there and is retried from the oldest unpublished row."""
 
+    def __init__(self, message: str, error: KafkaError) -> None:
+        super().__init__(message)
+        self.error = error
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
@@ -171,7 +175,8 @@ class OutboxRelay:
             log.debug("outbox rows published", rows=len(done), last_id=done[-1].id)
         if failed < len(rows):
             error = reports[failed]
-            raise PublishFailed(f"delivery of outbox row {rows[failed].id} failed: {error}")
+            assert error is not None
+            raise PublishFailed(f"delivery of outbox row {rows[failed].id} failed: {error}", error)
         return len(rows)
 
     def _produce(self, producer: Any, row: OutboxRow, reports: list[KafkaError | None], index: int) -> None:
@@ -258,14 +263,18 @@ class OutboxRelay:
 
     def _kafka_error(self, error: KafkaError) -> None:
         log.warning("kafka client error", code=error.name(), reason=error.str(), fatal=error.fatal())
-        if error.fatal():
-            # A fatal idempotent-producer error poisons this client: the next round builds a new one.
-            self._producer = None
 
     def _failed(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         if isinstance(error, psycopg.OperationalError):
             self._disconnect()
+        kafka_error = error.error if isinstance(error, PublishFailed) else None
+        if isinstance(error, KafkaException) and error.args:
+            kafka_error = error.args[0]
+        if isinstance(kafka_error, KafkaError) and kafka_error.fatal():
+            # A fatal idempotent-producer error (a restarted broker that forgot our producer id, say)
+            # poisons the client for good: the next round builds a new one.
+            self._producer = None
         log.warning(
             "relay round failed, retrying",
             error=type(error).__name__,

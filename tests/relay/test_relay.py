@@ -6,6 +6,7 @@ import threading
 import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -13,9 +14,10 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from consumer.contract import MERGED_TYPE, RESOLVED_TYPE
-from consumer.embedded import free_port
+from consumer.embedded import create_topics, free_port, start_broker
 from tests.relay.conftest import StartRelay
 from tests.relay.support import (
+    PARTITIONS,
     SOURCE,
     Output,
     OutputReader,
@@ -278,3 +280,41 @@ def test_recovers_when_its_database_sessions_are_killed(
     assert relay.logged("relay round failed, retrying")
     rows = outbox_rows(db)
     assert_matches_outbox(rows, reader.read_until(lambda m: len({x.id for x in m}) >= len(rows)), topics)
+
+
+def test_keeps_retrying_while_the_broker_is_down_and_publishes_once_it_is_back(
+    db: psycopg.Connection[Any], relay_env: dict[str, str], start_relay: StartRelay, tmp_path: Path
+) -> None:
+    # A broker of this test's own, restarted on the same port: Tansu keeps nothing, so the restarted
+    # broker knows neither the topics nor the relay's idempotent producer id.
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    broker = start_broker(port, log=tmp_path / "tansu.log")
+    try:
+        topics = Topics.create(bootstrap)
+        relay = start_relay(
+            KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+            RELAY_DELIVERY_TIMEOUT_S="2",
+            RELAY_RETRY_MAX_S="1",
+            **topics.env(),
+        )
+        reconcile_events(db, synthetic_events(30))
+        wait_until(lambda: unpublished(db) == 0, what="rows published")
+
+        broker.stop()
+        reconcile_events(db, synthetic_events(30, first=30))
+        wait_until(lambda: relay.logged("relay round failed, retrying"), what="a failed round")
+        assert unpublished(db) > 0
+        broker = start_broker(port, log=tmp_path / "tansu.log")
+        create_topics(bootstrap, {topics.resolved: PARTITIONS, topics.merged: PARTITIONS})
+        wait_until(lambda: unpublished(db) == 0, timeout=60, what="rows published after the restart")
+        assert relay.process.poll() is None
+
+        reader = OutputReader(bootstrap, [topics.resolved, topics.merged])
+        try:
+            later = [row for row in outbox_rows(db) if int(row[3]["data"]["sourceEventId"][1:]) >= 30]
+            assert_matches_outbox(later, reader.read_until(lambda m: len(m) >= len(later)), topics)
+        finally:
+            reader.close()
+    finally:
+        broker.stop()
