@@ -26,12 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     # Each uvicorn worker process builds its own app, so logging is configured here too.
     configure_logging(settings)
-    normalizer = Normalizer(
-        default_region=settings.default_phone_region,
-        email_max_length=settings.email_max_length,
-        phone_max_length=settings.phone_max_length,
-        validate_email=settings.email_validation,
-    )
+    normalizer = Normalizer.from_settings(settings)
     app = FastAPI(
         title="Identity reconciliation API", version="1", description=DESCRIPTION, lifespan=_lifespan
     )

@@ -62,10 +62,12 @@ def identify_request_schema(normalizer: Normalizer) -> dict[str, Any]:
     """
     email_max, phone_max = normalizer.email_max_length, normalizer.phone_max_length
     sep = r"[\s\-.()]*"
-    char = r"[^\s\x00]"  # PostgreSQL text cannot hold NUL
+    # What `storable` refuses: NUL (PostgreSQL text cannot hold it) and lone surrogates (not UTF-8).
+    unstorable = r"\x00\ud800-\udfff"
+    char = rf"[^\s{unstorable}]"
     email: dict[str, Any] = {
         "type": ["string", "null"],
-        "pattern": rf"^\s*(?:{char}(?:[^\x00]{{0,{email_max - 2}}}{char})?)?\s*$",
+        "pattern": rf"^\s*(?:{char}(?:[^{unstorable}]{{0,{email_max - 2}}}{char})?)?\s*$",
         "description": f"Trimmed and lowercased, then at most {email_max} characters. "
         "Null, empty or blank means absent.",
     }
