@@ -23,23 +23,25 @@ MIGRATION_TABLE_EXISTS = "SELECT to_regclass('schema_migration') IS NOT NULL"
 # --- reconciliation ---------------------------------------------------------------------------------
 
 # Taken in the order of the array: callers pass keys sorted, so every transaction locks in one order.
-LOCK_KEYS = "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::bigint[]) AS k"
+# Array parameters are passed as JSON: psycopg adapts long Python lists element by element.
+LOCK_KEYS = "SELECT count(pg_advisory_xact_lock(k::bigint)) FROM jsonb_array_elements_text(%s::jsonb) AS k"
 PROCESSED_EVENTS = """
 SELECT p.source, p.event_id, p.payload_hash, p.result
 FROM processed_event AS p
-JOIN unnest(%s::text[], %s::text[]) AS k(source, event_id) USING (source, event_id)"""
+JOIN jsonb_to_recordset(%s::jsonb) AS k(source text, event_id text) USING (source, event_id)"""
 # Row locks on the primaries serialize every change to a cluster; ORDER BY makes them one global order.
 # The identifiers' clusters, by their primary's id (plans as index lookups however large the table).
 _MATCHING_PRIMARY_IDS = sql.SQL("""
     SELECT coalesce(linked_id, id) AS id FROM contact
-    WHERE deleted_at IS NULL AND email = ANY(%(emails)s::text[])
+    WHERE deleted_at IS NULL AND email = ANY(ARRAY(SELECT jsonb_array_elements_text(%(emails)s::jsonb)))
     UNION
     SELECT coalesce(linked_id, id) FROM contact
-    WHERE deleted_at IS NULL AND phone_number = ANY(%(phones)s::text[])""")
+    WHERE deleted_at IS NULL
+      AND phone_number = ANY(ARRAY(SELECT jsonb_array_elements_text(%(phones)s::jsonb)))""")
 # Row locks on the primaries serialize every change to a cluster; ORDER BY makes them one global order.
 LOCK_MATCHING_PRIMARIES = sql.SQL("""
 SELECT id FROM contact
-WHERE id = ANY(ARRAY({primaries} UNION SELECT unnest(%(extra)s::bigint[])))
+WHERE id = ANY(ARRAY({primaries} UNION SELECT jsonb_array_elements_text(%(extra)s::jsonb)::bigint))
 ORDER BY id
 FOR NO KEY UPDATE""").format(primaries=_MATCHING_PRIMARY_IDS)
 LOCK_PRIMARIES_NOWAIT = """

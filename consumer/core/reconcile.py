@@ -178,18 +178,18 @@ class _Batch:
 
     def run(self, extra_primaries: set[int]) -> list[Resolution | KeyConflict]:
         conn, requests = self.conn, self.requests
-        identifiers = {
-            "emails": [r.identifiers.email for r in requests if r.identifiers.email is not None],
-            "phones": [r.identifiers.phone for r in requests if r.identifiers.phone is not None],
-        }
-        conn.execute(queries.LOCK_KEYS, [sorted(set(_lock_keys(requests)))])
+        emails = {r.identifiers.email for r in requests if r.identifiers.email is not None}
+        phones = {r.identifiers.phone for r in requests if r.identifiers.phone is not None}
+        identifiers = {"emails": _json(sorted(emails)), "phones": _json(sorted(phones))}
+        conn.execute(queries.LOCK_KEYS, [_json(sorted(set(_lock_keys(requests))))])
         processed = conn.execute(
-            queries.PROCESSED_EVENTS, [[r.source for r in requests], [r.event_id for r in requests]]
+            queries.PROCESSED_EVENTS,
+            [_json([{"source": r.source, "event_id": r.event_id} for r in requests])],
         )
         locking = conn.execute(
-            queries.LOCK_MATCHING_PRIMARIES, {**identifiers, "extra": sorted(extra_primaries)}
+            queries.LOCK_MATCHING_PRIMARIES, {**identifiers, "extra": _json(sorted(extra_primaries))}
         )
-        graph, now = self._load_clusters(identifiers, {row[0] for row in locking.fetchall()})
+        graph, now = self._load_clusters(identifiers, emails, phones, {row[0] for row in locking.fetchall()})
         seen: dict[tuple[str, str], tuple[bytes, dict[str, Any]]] = {
             (source, event_id): (bytes(digest), result) for source, event_id, digest, result in processed
         }
@@ -217,7 +217,7 @@ class _Batch:
         return results
 
     def _load_clusters(
-        self, identifiers: dict[str, list[str]], locked: set[int]
+        self, identifiers: dict[str, str], emails: set[str], phones: set[str], locked: set[int]
     ) -> tuple[IdentityGraph, datetime]:
         """Load the clusters once every one of their primaries is locked by this transaction.
 
@@ -228,7 +228,6 @@ class _Batch:
             rows = self.conn.execute(queries.MATCHING_CLUSTERS, identifiers, binary=True)
             clock = self.conn.execute(queries.CLOCK)
             graph = IdentityGraph.of(Contact(*row) for row in rows.fetchall())
-            emails, phones = set(identifiers["emails"]), set(identifiers["phones"])
             current = {
                 r.primary_id for r in graph.rows.values() if r.email in emails or r.phone_number in phones
             }
@@ -313,7 +312,7 @@ class _Batch:
             (queries.INSERT_OUTBOX, outbox),
         ):
             if rows:
-                self.conn.execute(statement, [orjson.dumps(rows).decode()])
+                self.conn.execute(statement, [_json(rows)])
 
 
 def _lock_keys(requests: Iterable[Request]) -> Iterable[int]:
@@ -323,6 +322,10 @@ def _lock_keys(requests: Iterable[Request]) -> Iterable[int]:
             yield lock_key("email", r.identifiers.email)
         if r.identifiers.phone is not None:
             yield lock_key("phone", r.identifiers.phone)
+
+
+def _json(value: object) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _first(cursor: psycopg.Cursor[Any]) -> Any:
