@@ -66,8 +66,9 @@ def run_with_kills(stack: Stack, name: str, events: int, kills: int, timeout: fl
             f"{victim} progress to {target} before kill {k} (seed {seed})",
             0.05,
         )
-        before = progress[victim]()
         services[victim].kill()
+        # Read after the kill: a batch the victim committed just before it counts as its own.
+        before = progress[victim]()
         killed[victim] += 1
         services[victim] = stack.start(victim, WORKER_BATCH_SIZE="200")
         produce(stack.bootstrap, stack.topics.checkout, chunks[k + 1])
