@@ -93,9 +93,10 @@ class Normalizer:
         if self.validate_email:
             try:
                 validate_email(email, check_deliverability=False)
-            except EmailNotValidError as exc:
+            except EmailNotValidError:
+                # The validator's own explanation may quote parts of the address: personal data.
                 raise IdentifierError(
-                    "email", "invalid_email", f"email is not a valid address: {exc}"
+                    "email", "invalid_email", "email is not a syntactically valid address"
                 ) from None
         return email
 

@@ -135,7 +135,10 @@ def test_invalid_email_message_never_holds_the_address(local: str, domain: str) 
     try:
         Normalizer(validate_email=True).email(address)
     except IdentifierError as exc:
-        assert address.strip().lower() not in str(exc)
+        assert str(exc) in {
+            "email is not a syntactically valid address",
+            "email must not contain NUL or unpaired surrogate characters",
+        }
 
 
 # --- phone ------------------------------------------------------------------------------------------

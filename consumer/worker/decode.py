@@ -159,9 +159,7 @@ def _request(
     except MissingIdentifiers as exc:
         raise _Rejected(Reason.NO_IDENTIFIERS, str(exc)) from None
     except IdentifierError as exc:
-        # The email validator's own messages may quote parts of the address.
-        message = f"{exc.field} is not a valid address" if exc.reason == "invalid_email" else str(exc)
-        raise _Rejected(Reason.INVALID_IDENTIFIER, message) from None
+        raise _Rejected(Reason.INVALID_IDENTIFIER, str(exc)) from None
     order_id = None if checkout.orderId is None else str(checkout.orderId)
     if order_id is not None and not storable(order_id):
         raise _Rejected(Reason.INVALID_EVENT, "orderId holds a NUL or an unpaired surrogate character")
