@@ -16,7 +16,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from confluent_kafka import KafkaError, Message, Producer
 
 from consumer.embedded import free_port, start_broker
 from tests.relay.support import OutputReader
@@ -52,28 +51,9 @@ def proxied_bootstrap(tmp_path: Path) -> Iterator[tuple[str, TcpProxy]]:
 
 def produce_in_background(bootstrap: str, topic: str, records: list[Record]) -> threading.Thread:
     """Produce while the link is cut: the idempotent producer buffers and delivers once it is back."""
-    failures: list[KafkaError] = []
 
     def run() -> None:
-        producer = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "enable.idempotence": True,
-                "message.timeout.ms": 120_000,
-                "log_level": 3,
-            }
-        )
-
-        def report(error: KafkaError | None, _: Message) -> None:
-            if error is not None:
-                failures.append(error)
-
-        for r in records:
-            headers: list[tuple[str, str | bytes | None]] = list(r.headers)
-            producer.produce(topic, r.value, r.key, headers=headers, on_delivery=report)
-            producer.poll(0)
-        assert producer.flush(150) == 0
-        assert not failures, failures
+        produce(bootstrap, topic, records, timeout=150, **{"message.timeout.ms": 120_000, "log_level": 3})
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()

@@ -68,9 +68,13 @@ def binary(event: dict[str, Any], key: str | None = None) -> Record:
     return Record(json.dumps(event["data"]).encode(), key.encode() if key else None, headers)
 
 
-def produce(bootstrap: str, topic: str, records: Sequence[Record]) -> None:
-    """Produce in order and wait until every record is acknowledged."""
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+def produce(
+    bootstrap: str, topic: str, records: Sequence[Record], *, timeout: float = 30, **config: object
+) -> None:
+    """Produce in order and wait (up to `timeout` s) until every record is acknowledged."""
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5, **config}
+    )
     failures: list[KafkaError] = []
 
     def report(error: KafkaError | None, _: Message) -> None:
@@ -81,7 +85,7 @@ def produce(bootstrap: str, topic: str, records: Sequence[Record]) -> None:
         headers: list[tuple[str, str | bytes | None]] = list(r.headers)
         producer.produce(topic, r.value, r.key, headers=headers, on_delivery=report)
         producer.poll(0)
-    assert producer.flush(30) == 0, "records still queued after 30 s"
+    assert producer.flush(timeout) == 0, f"records still queued after {timeout} s"
     assert not failures, failures
 
 
