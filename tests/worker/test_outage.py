@@ -98,12 +98,7 @@ def test_database_outage_mid_stream_loses_nothing(
     assert worker.process.poll() is None
     assert worker.logged("partitions resumed")
     assert not any(e.get("event") in ("partitions lost", "partitions revoked") for e in worker.logs())
-    with psycopg.connect(url) as conn:
-        assert check_invariants(conn) == []
-        (resolved,) = conn.execute(
-            "SELECT count(*) FROM outbox WHERE event_type = 'identity.resolved'"
-        ).fetchone() or (0,)
-    assert resolved == len(events)
+    assert_applied_once(url, len(events))
     assert worker.terminate() == 0
     assert committed_offsets(kafka_bootstrap, topics.group, topics.checkout, 1) == {0: len(events)}
 
@@ -132,11 +127,16 @@ def test_a_worker_stopped_during_an_outage_hands_its_partitions_over(
 
     wait_until(lambda: processed(url) == len(events), 60, "every event")
     assert first.process.poll() is None
+    assert_applied_once(url, len(events))
+    assert first.terminate() == 0
+    assert sum(committed_offsets(kafka_bootstrap, topics.group, topics.checkout, 4).values()) == len(events)
+
+
+def assert_applied_once(url: str, events: int) -> None:
+    """The graph is consistent and every event has exactly one identity.resolved outbox row."""
     with psycopg.connect(url) as conn:
         assert check_invariants(conn) == []
         (resolved,) = conn.execute(
             "SELECT count(*) FROM outbox WHERE event_type = 'identity.resolved'"
         ).fetchone() or (0,)
-    assert resolved == len(events)
-    assert first.terminate() == 0
-    assert sum(committed_offsets(kafka_bootstrap, topics.group, topics.checkout, 4).values()) == len(events)
+    assert resolved == events
