@@ -122,7 +122,7 @@ class _PlainStructuredEvent(BaseModel):
     type: Literal["checkout.completed"]
     time: str | None = None
     datacontenttype: Literal["application/json"] | None = None
-    subject: str | None = None
+    subject: str | None = Field(None, min_length=1)
     data: dict[str, Any]
 
 
@@ -134,6 +134,8 @@ def _structured_fast_path(value: bytes, normalizer: Normalizer) -> Request | Non
     """
     try:
         event = _PlainStructuredEvent.model_validate_json(value)
+        if any(getattr(event, name) is None for name in event.model_fields_set):
+            return None  # an optional attribute sent as null: the general path says what is wrong
         if event.time is not None and not _RFC3339.fullmatch(event.time):
             return None
         time = None if event.time is None else datetime.fromisoformat(event.time)
