@@ -198,11 +198,10 @@ class _Batch:
         for request in requests:
             self._pending -= 1
             key = (request.source, request.event_id)
+            fingerprint = request.fingerprint
             if key in seen:
                 digest, stored = seen[key]
-                results.append(
-                    Resolution.from_json(stored) if digest == request.fingerprint else KeyConflict(*key)
-                )
+                results.append(Resolution.from_json(stored) if digest == fingerprint else KeyConflict(*key))
                 continue
             ids = request.identifiers
             at = now if request.occurred_at is None else min(request.occurred_at, now)
@@ -210,7 +209,7 @@ class _Batch:
             if applied.contact_id is not None:
                 self.created_by[applied.contact_id] = request
             resolution = Resolution(applied.outcome, applied.contact_id, applied.contact, applied.merge)
-            seen[key] = (request.fingerprint, resolution.to_json())
+            seen[key] = (fingerprint, resolution.to_json())
             self._record(request, applied, seen[key], now)
             results.append(resolution)
         self._write(graph)
