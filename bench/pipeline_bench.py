@@ -16,7 +16,8 @@ On embedded PostgreSQL and the embedded Tansu broker, both started here in a tem
 
 PostgreSQL, Tansu, the worker, the relay and this process all share the machine's cores, so the figures
 are for the machine as a whole; the CPU seconds each used are printed to show where the time goes.
-PostgreSQL runs with fsync off, as in the test suite: the comparison with pgbench is on equal terms.
+PostgreSQL runs with fsync off, as in the test suite, unless `--durable` keeps its defaults (fsync and
+synchronous_commit on, as in production); either way pgbench runs on the same server, on equal terms.
 """
 
 from __future__ import annotations
@@ -154,12 +155,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pgbench-clients", type=int, default=4, help="pgbench connections (4)")
     parser.add_argument("--pgbench-seconds", type=int, default=20, help="pgbench duration (20 s)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--durable", action="store_true", help="keep PostgreSQL's fsync and synchronous_commit on"
+    )
     args = parser.parse_args(argv)
 
     report = Report()
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pipeline-bench-")))
-        postgres = start_postgres(workdir / "pgdata", keep_data=False, settings=FAST_POSTGRES)
+        postgres = start_postgres(
+            workdir / "pgdata", keep_data=False, settings=None if args.durable else FAST_POSTGRES
+        )
         stack.callback(postgres.stop)
         broker = start_broker(log=workdir / "tansu.log")
         stack.callback(broker.stop)
@@ -183,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.add(
             "events / customers / checkout partitions", f"{args.events} / {customers} / {args.partitions}"
         )
+        report.add("PostgreSQL", "durable (fsync on)" if args.durable else "fsync off")
         report.add(
             "worker processes / batch sizes (worker, relay)",
             f"{args.workers} / {args.worker_batch_size}, {args.relay_batch_size}",
