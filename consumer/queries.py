@@ -108,8 +108,9 @@ SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalive
 RELAY_LISTEN = "LISTEN outbox"
 # Rows of still-running transactions are invisible and are picked up by a later round; marking rows
 # (not a high-water mark) is what makes a late commit with a lower id impossible to skip.
+# The payload as text: the relay sends those bytes as they are, without decoding and re-encoding them.
 OUTBOX_UNPUBLISHED = """
-SELECT id, event_type, message_key, payload, created_at
+SELECT id, event_type, message_key, payload::text, created_at
 FROM outbox
 WHERE published_at IS NULL
 ORDER BY id

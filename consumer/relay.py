@@ -40,12 +40,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, LiteralString
 
-import orjson
 import psycopg
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
-from psycopg.types.json import set_json_loads
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -88,7 +86,7 @@ class OutboxRow:
     id: int
     event_type: str
     key: str
-    payload: dict[str, Any]
+    payload: str
     created_at: datetime
 
 
@@ -192,7 +190,7 @@ class OutboxRelay:
                 producer.produce(
                     topic,
                     key=row.key,
-                    value=orjson.dumps(row.payload),
+                    value=row.payload,
                     headers=[CONTENT_TYPE],
                     on_delivery=on_delivery,
                 )
@@ -218,7 +216,6 @@ class OutboxRelay:
             # vanished behind a dead network within half a minute, instead of the OS's two hours.
             self._lock_conn.execute(queries.RELAY_SESSION_KEEPALIVES)
             self._conn = self._open()
-            set_json_loads(orjson.loads, self._conn)
         return self._lock_conn, self._conn
 
     def _open(self) -> psycopg.Connection[Any]:
