@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import LiteralString
 
-from psycopg import sql
-
 # --- migrations -------------------------------------------------------------------------------------
 
 MIGRATION_LOCK = "SELECT pg_advisory_lock(hashtextextended('identity.migrate', 0))"
@@ -25,36 +23,43 @@ MIGRATION_TABLE_EXISTS = "SELECT to_regclass('schema_migration') IS NOT NULL"
 # Taken in the order of the array: callers pass keys sorted, so every transaction locks in one order.
 # Array parameters are passed as JSON: psycopg adapts long Python lists element by element.
 LOCK_KEYS = "SELECT count(pg_advisory_xact_lock(k::bigint)) FROM jsonb_array_elements_text(%s::jsonb) AS k"
+# Never waits, so any order will do: returns the keys another transaction holds.
+TRY_LOCK_KEYS = """
+SELECT k::bigint FROM jsonb_array_elements_text(%s::jsonb) AS k
+WHERE NOT pg_try_advisory_xact_lock(k::bigint)"""
 PROCESSED_EVENTS = """
 SELECT p.source, p.event_id, p.payload_hash, p.result
 FROM processed_event AS p
 JOIN jsonb_to_recordset(%s::jsonb) AS k(source text, event_id text) USING (source, event_id)"""
-# Row locks on the primaries serialize every change to a cluster; ORDER BY makes them one global order.
-# The identifiers' clusters, by their primary's id (plans as index lookups however large the table).
-_MATCHING_PRIMARY_IDS = sql.SQL("""
-    SELECT coalesce(linked_id, id) AS id FROM contact
-    WHERE deleted_at IS NULL AND email = ANY(ARRAY(SELECT jsonb_array_elements_text(%(emails)s::jsonb)))
-    UNION
-    SELECT coalesce(linked_id, id) FROM contact
-    WHERE deleted_at IS NULL
-      AND phone_number = ANY(ARRAY(SELECT jsonb_array_elements_text(%(phones)s::jsonb)))""")
-# Row locks on the primaries serialize every change to a cluster; ORDER BY makes them one global order.
-LOCK_MATCHING_PRIMARIES = sql.SQL("""
-SELECT id FROM contact
-WHERE id = ANY(ARRAY({primaries} UNION SELECT jsonb_array_elements_text(%(extra)s::jsonb)::bigint))
-ORDER BY id
-FOR NO KEY UPDATE""").format(primaries=_MATCHING_PRIMARY_IDS)
+# The primary of every live row holding one of the identifiers: 'e' for emails, 'p' for phones.
+# Plans as index lookups however large the table.
+LOOKUP_PRIMARIES = """
+SELECT 'e', email, coalesce(linked_id, id) FROM contact
+WHERE deleted_at IS NULL AND email = ANY(ARRAY(SELECT jsonb_array_elements_text(%(emails)s::jsonb)))
+UNION ALL
+SELECT 'p', phone_number, coalesce(linked_id, id) FROM contact
+WHERE deleted_at IS NULL AND phone_number = ANY(ARRAY(SELECT jsonb_array_elements_text(%(phones)s::jsonb)))"""
+# Row locks on primaries serialize every change to a cluster; ORDER BY makes them one global order.
+LOCK_PRIMARIES = """
+SELECT id FROM contact WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)::bigint))
+ORDER BY id FOR NO KEY UPDATE"""
+# Returns only the rows it could lock at once; the others are another transaction's.
+LOCK_PRIMARIES_SKIP_LOCKED = """
+SELECT id FROM contact WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)::bigint))
+ORDER BY id FOR NO KEY UPDATE SKIP LOCKED"""
 LOCK_PRIMARIES_NOWAIT = """
-SELECT id FROM contact WHERE id = ANY(%s::bigint[]) ORDER BY id FOR NO KEY UPDATE NOWAIT"""
-# Every live row of every cluster that holds one of the identifiers.
-MATCHING_CLUSTERS = sql.SQL("""
-WITH p AS MATERIALIZED ({primaries})
+SELECT id FROM contact WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)::bigint))
+ORDER BY id FOR NO KEY UPDATE NOWAIT"""
+# Every live row of the clusters of these primaries, looked up one primary at a time (index scans).
+# A primary demoted since it was locked shows as a row linked elsewhere: the caller then locks that
+# primary too and loads again (that row then comes twice, once per lookup).
+CLUSTERS_OF_PRIMARIES = """
 SELECT c.id, c.email, c.phone_number, c.linked_id, c.created_at, c.updated_at
-FROM p CROSS JOIN LATERAL (
-    SELECT * FROM contact WHERE id = p.id AND deleted_at IS NULL
+FROM jsonb_array_elements_text(%s::jsonb) AS p(id) CROSS JOIN LATERAL (
+    SELECT * FROM contact WHERE id = p.id::bigint AND deleted_at IS NULL
     UNION ALL
-    SELECT * FROM contact WHERE linked_id = p.id AND deleted_at IS NULL
-) AS c""").format(primaries=_MATCHING_PRIMARY_IDS)
+    SELECT * FROM contact WHERE linked_id = p.id::bigint AND deleted_at IS NULL
+) AS c"""
 CLOCK = "SELECT clock_timestamp()"
 ALLOCATE_CONTACT_IDS = "SELECT nextval(pg_get_serial_sequence('contact', 'id')) FROM generate_series(1, %s)"
 # Bulk writes take one JSON document per table: encoding it is far cheaper than adapting arrays.

@@ -58,7 +58,7 @@ def test_producer_events_validate() -> None:
 
 def test_identify_response_validates() -> None:
     view = ContactView(1, ("ada@example.com",), ("111", "222"), (2, 3))
-    _validator("identify-response.json").validate({"contact": view.payload().model_dump(mode="json")})
+    _validator("identify-response.json").validate({"contact": view.document()})
 
 
 @pytest.mark.parametrize(

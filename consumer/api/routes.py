@@ -151,6 +151,8 @@ async def identify(
         event_id=idempotency_key or str(uuid.uuid4()),
         occurred_at=None,
         publish_unchanged=False,
+        # Without a key nobody can retry this call: no idempotency record to write.
+        idempotent=idempotency_key is not None,
     )
     resolution = await reconciler.reconcile(request)
     metrics.RECONCILIATIONS.labels("replayed" if resolution.duplicate else resolution.outcome.value).inc()
@@ -218,7 +220,7 @@ async def get_metrics(database: DatabaseDep) -> Response:
 
 
 def _contact_body(view: ContactView) -> dict[str, Any]:
-    return {"contact": view.payload().model_dump()}
+    return {"contact": view.document()}
 
 
 def _pending_versions(conn: psycopg.Connection[Any]) -> list[str]:

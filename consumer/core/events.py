@@ -25,20 +25,17 @@ def output_event_id(source: str, event_id: str, event_type: str) -> str:
     return str(uuid.uuid5(_ID_NAMESPACE, f"{source}\x1f{event_id}\x1f{event_type}"))
 
 
-def outbox_events(source: str, event_id: str, applied: Applied, time: datetime) -> list[OutboxEvent]:
+def outbox_events(
+    source: str, event_id: str, applied: Applied, time: datetime, contact: dict[str, object] | None = None
+) -> list[OutboxEvent]:
     """`identity.resolved`, and `identity.merged` when a primary was demoted.
 
     Built as plain dicts on this hot path; tests validate them against the models in `consumer.contract`.
+    `contact` is `applied.contact.document()` when the caller has it already.
     """
-    view = applied.contact
-    contact = {
-        "primaryContatctId": view.primary_id,
-        "primaryContactId": view.primary_id,
-        "emails": list(view.emails),
-        "phoneNumbers": list(view.phone_numbers),
-        "secondaryContactIds": list(view.secondary_ids),
-    }
-    key = str(view.primary_id)
+    if contact is None:
+        contact = applied.contact.document()
+    key = str(applied.contact.primary_id)
     resolved: dict[str, object] = {
         "sourceEventId": event_id,
         "sourceEventSource": source,
@@ -46,7 +43,8 @@ def outbox_events(source: str, event_id: str, applied: Applied, time: datetime) 
         "contactId": applied.contact_id,
         "contact": contact,
     }
-    events = [_envelope(RESOLVED_TYPE, source, event_id, key, time, resolved)]
+    timestamp = time.isoformat()
+    events = [_envelope(RESOLVED_TYPE, source, event_id, key, timestamp, resolved)]
     if applied.merge is not None:
         merged: dict[str, object] = {
             "sourceEventId": event_id,
@@ -55,19 +53,19 @@ def outbox_events(source: str, event_id: str, applied: Applied, time: datetime) 
             "relinkedContactIds": list(applied.merge.relinked_contact_ids),
             "contact": contact,
         }
-        events.append(_envelope(MERGED_TYPE, source, event_id, key, time, merged))
+        events.append(_envelope(MERGED_TYPE, source, event_id, key, timestamp, merged))
     return events
 
 
 def _envelope(
-    event_type: str, source: str, event_id: str, key: str, time: datetime, data: dict[str, object]
+    event_type: str, source: str, event_id: str, key: str, time: str, data: dict[str, object]
 ) -> OutboxEvent:
     payload: dict[str, object] = {
         "specversion": "1.0",
         "id": output_event_id(source, event_id, event_type),
         "source": EVENT_SOURCE,
         "type": event_type,
-        "time": time.isoformat(),
+        "time": time,
         "subject": key,
         "datacontenttype": "application/json",
         "data": data,

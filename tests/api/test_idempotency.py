@@ -15,6 +15,13 @@ def counts(db: psycopg.Connection[Any]) -> tuple[int, int]:
     return row[0], row[1]
 
 
+def remembered(db: psycopg.Connection[Any]) -> list[str]:
+    """The calls with an idempotency record: only keyed calls can ever be retried."""
+    ids = [row[0] for row in db.execute("SELECT event_id FROM processed_event ORDER BY event_id")]
+    db.commit()
+    return ids
+
+
 def test_a_retry_returns_the_first_answer_without_applying_twice(
     client: httpx.Client, db: psycopg.Connection[Any]
 ) -> None:
@@ -38,6 +45,7 @@ def test_a_retry_returns_the_first_answer_without_applying_twice(
     assert retry.json() == first.json()
     assert after_first == (1, 1)
     assert counts(db) == after_second == (2, 2)
+    assert remembered(db) == ["order-1955-11-05"], "a call without a key leaves no idempotency record"
 
 
 def test_a_key_reused_with_another_body_is_a_409_and_applies_nothing(

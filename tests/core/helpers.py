@@ -30,6 +30,7 @@ def request(
     source: str = SOURCE,
     order_id: str | None = None,
     publish_unchanged: bool = True,
+    idempotent: bool = True,
 ) -> Request:
     """A request from raw values, normalized the way the worker and the API do it."""
     return Request(
@@ -39,6 +40,7 @@ def request(
         occurred_at=when,
         order_id=order_id,
         publish_unchanged=publish_unchanged,
+        idempotent=idempotent,
     )
 
 

@@ -22,6 +22,7 @@ from consumer.core import (
     reconcile,
     reconcile_batch,
 )
+from consumer.core.reconcile import lock_key
 from consumer.normalize import Identifiers
 from tests.core.helpers import (
     SOURCE,
@@ -220,3 +221,100 @@ def test_concurrent_crossed_bridges_merge_once(db: psycopg.Connection[Any], data
     assert {row.id: row.linked_id for row in contacts(db)} == {1: None, 2: 1}
     assert check_invariants(db) == []
     db.rollback()
+
+
+def test_primary_demoted_while_waiting_for_its_lock(db: psycopg.Connection[Any], database_url: str) -> None:
+    """A merge commits while an input waits for the row lock of a primary it looked up: the input sees
+    the primary linked to the winner, locks the winner too, and answers for the whole merged cluster."""
+    reconcile(db, request("x@x.io", "111", event="x", when=datetime(2023, 1, 1, tzinfo=UTC)))
+    reconcile(db, request("y@x.io", "222", event="y", when=datetime(2023, 1, 2, tzinfo=UTC)))
+    db.commit()
+    answers: list[Resolution] = []
+    with psycopg.connect(database_url) as merger, psycopg.connect(database_url, autocommit=True) as waiter:
+        # A concurrent merge of cluster 2 into cluster 1, holding both primaries' row locks.
+        merger.execute("SELECT id FROM contact WHERE id IN (1, 2) ORDER BY id FOR NO KEY UPDATE")
+        merger.execute("UPDATE contact SET linked_id = 1, link_precedence = 'secondary' WHERE id = 2")
+        pid = waiter.info.backend_pid
+        thread = threading.Thread(
+            target=lambda: answers.append(reconcile(waiter, request("y@x.io", event="late")))
+        )
+        thread.start()
+        waiting = "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted"
+        while db.execute(waiting, [pid]).fetchone() != (1,):
+            db.rollback()
+            assert thread.is_alive(), "the input should wait for primary 2's row lock"
+        merger.commit()
+        thread.join(30)
+    (answer,) = answers
+    assert (answer.outcome, answer.contact.primary_id) == (Outcome.MATCHED, 1)
+    assert answer.contact.emails == ("x@x.io", "y@x.io") and answer.contact.secondary_ids == (2,)
+
+
+def test_batch_goes_on_around_an_identifier_locked_elsewhere(
+    db: psycopg.Connection[Any], database_url: str
+) -> None:
+    """Inputs whose identifier another transaction holds, and later inputs sharing an identifier with
+    them, wait in a second transaction; the rest of the batch commits without waiting."""
+    batch = [
+        request("a@x.io", event="1"),
+        request("b@x.io", "111", event="2"),  # b@x.io is held by another transaction
+        request("c@x.io", event="3"),
+        request("d@x.io", "111", event="4"),  # shares 111 with the held input: keeps its order
+        request("e@x.io", event="5"),
+    ]
+    answers: list[list[Resolution | KeyConflict]] = []
+    with psycopg.connect(database_url, autocommit=True) as holder, psycopg.connect(database_url) as conn:
+        holder.execute("SELECT pg_advisory_lock(%s)", [lock_key("email", "b@x.io")])
+        pid = conn.info.backend_pid
+        thread = threading.Thread(target=lambda: answers.append(reconcile_batch(conn, batch)))
+        thread.start()
+        waiting = "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted"
+        while db.execute(waiting, [pid]).fetchone() != (1,):
+            db.rollback()
+            assert thread.is_alive(), "the held input should wait for its lock"
+        assert sorted(row.email or "" for row in contacts(db)) == ["a@x.io", "c@x.io", "e@x.io"]
+        db.rollback()
+        holder.execute("SELECT pg_advisory_unlock(%s)", [lock_key("email", "b@x.io")])
+        thread.join(30)
+    (results,) = answers
+    outcomes = [r.outcome for r in results if isinstance(r, Resolution)]
+    assert outcomes == [Outcome.CREATED_PRIMARY] * 3 + [Outcome.CREATED_SECONDARY, Outcome.CREATED_PRIMARY]
+    assert [row.source_event_id for row in contacts(db)] == ["1", "3", "5", "2", "4"]
+    assert check_invariants(db) == []
+
+
+def test_batch_goes_on_around_a_cluster_locked_elsewhere(
+    db: psycopg.Connection[Any], database_url: str
+) -> None:
+    """An input whose cluster another transaction is changing (through another identifier) waits in a
+    second transaction, with the later inputs of that cluster; the others commit without waiting."""
+    reconcile(db, request("a@x.io", "111", event="a"))
+    reconcile(db, request("b@x.io", "222", event="b"))
+    db.commit()
+    batch = [
+        request("a@x.io", "333", event="1"),  # cluster 1, whose primary is locked elsewhere
+        request("b@x.io", "444", event="2"),
+        request(None, "111", event="3"),  # cluster 1 again, through another identifier
+    ]
+    answers: list[list[Resolution | KeyConflict]] = []
+    with psycopg.connect(database_url) as holder, psycopg.connect(database_url) as conn:
+        holder.execute("SELECT id FROM contact WHERE id = 1 FOR NO KEY UPDATE")
+        pid = conn.info.backend_pid
+        thread = threading.Thread(target=lambda: answers.append(reconcile_batch(conn, batch)))
+        thread.start()
+        waiting = "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted"
+        while db.execute(waiting, [pid]).fetchone() != (1,):
+            db.rollback()
+            assert thread.is_alive(), "the input of the locked cluster should wait"
+        assert [row.phone_number for row in contacts(db)] == ["111", "222", "444"]
+        db.rollback()
+        holder.commit()
+        thread.join(30)
+    (results,) = answers
+    assert [r.outcome for r in results if isinstance(r, Resolution)] == [
+        Outcome.CREATED_SECONDARY,
+        Outcome.CREATED_SECONDARY,
+        Outcome.MATCHED,
+    ]
+    last = results[2]
+    assert isinstance(last, Resolution) and last.contact.phone_numbers == ("111", "333")

@@ -191,7 +191,7 @@ def test_demoted_primary_secondaries_are_relinked_to_the_winner(db: psycopg.Conn
                 "survivingPrimaryId": 1,
                 "mergedPrimaryIds": [3],
                 "relinkedContactIds": [4, 5],
-                "contact": answer.contact.payload().model_dump(),
+                "contact": answer.contact.document(),
             },
         )
     ]
@@ -429,6 +429,16 @@ def test_api_style_requests_publish_only_changes(db: psycopg.Connection[Any]) ->
     # Events publish even when nothing changed.
     reconcile(db, request("a@x.io", None, event="evt-1"))
     assert outbox(db)[-1]["payload"]["data"]["outcome"] == "matched"
+
+
+def test_inputs_nobody_can_retry_leave_no_idempotency_record(db: psycopg.Connection[Any]) -> None:
+    """An API call without an Idempotency-Key: applied and provenance recorded, nothing to replay."""
+    first = reconcile(db, request("a@x.io", "111", event="call-1", idempotent=False))
+    again = reconcile(db, request("a@x.io", "222", event="call-1", idempotent=False))
+    assert (first.outcome, again.outcome) == (Outcome.CREATED_PRIMARY, Outcome.CREATED_SECONDARY)
+    assert not again.duplicate
+    assert counts(db) == {"contact": 2, "processed_event": 0, "merge_log": 0, "outbox": 2}
+    assert [row.source_event_id for row in contacts(db)] == ["call-1", "call-1"]
 
 
 def test_batch_refuses_a_connection_inside_a_transaction(db: psycopg.Connection[Any]) -> None:
