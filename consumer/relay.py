@@ -31,6 +31,7 @@ whether it exited, crashed or lost its connection.
 from __future__ import annotations
 
 import collections
+import gc
 import logging
 import os
 import signal
@@ -297,4 +298,5 @@ def run_relay(settings: Settings) -> int:
         signal.signal(sig, lambda *_: relay.stop.set())
     if settings.relay_metrics_port:
         start_http_server(settings.relay_metrics_port)
+    gc.freeze()  # as the worker: full collections need not walk what lives as long as the process
     return relay.run()
