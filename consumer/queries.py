@@ -88,10 +88,11 @@ INSERT_PROCESSED = """
 INSERT INTO processed_event (source, event_id, payload_hash, result)
 SELECT source, event_id, decode(payload_hash, 'hex'), result
 FROM jsonb_to_recordset(%s::jsonb) AS r(source text, event_id text, payload_hash text, result jsonb)"""
+# json, not jsonb: each payload is stored as its slice of the document's text (sql/003).
 INSERT_OUTBOX = """
 INSERT INTO outbox (event_type, message_key, payload)
 SELECT event_type, message_key, payload
-FROM jsonb_to_recordset(%s::jsonb) AS r(event_type text, message_key text, payload jsonb)"""
+FROM json_to_recordset(%s::json) AS r(event_type text, message_key text, payload json)"""
 
 # --- reads ------------------------------------------------------------------------------------------
 
