@@ -64,7 +64,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     reconciler.start()
     # Everything allocated so far lives as long as the process: move it out of the collector's reach.
     # A full collection otherwise walks FastAPI's and pydantic's whole heap, a pause of tens of
-    # milliseconds that set p99 (docs/api.md, "Performance").
+    # milliseconds that set p99 (docs/api.md, "Benchmark").
     gc.freeze()
     try:
         yield

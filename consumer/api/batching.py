@@ -2,10 +2,10 @@
 
 A transaction per call spends most of its time on round trips, the commit and handing work to a
 thread; one transaction for the calls that arrived together costs a fraction of that per call (see
-docs/api.md, "Performance"). Batches form by themselves, without a timer: a few drainers each take
-whatever is queued when they become free, so under light load a batch holds one call and adds no
-latency, and under heavy load batches grow up to `api_batch_max_size`. The core gives every call a
-result it could get alone, in queue order for calls that share an identifier.
+docs/api.md, "Concurrency and performance"). Batches form by themselves, without a timer: a few
+drainers each take whatever is queued when they become free, so under light load a batch holds one
+call and adds no latency, and under heavy load batches grow up to `api_batch_max_size`. The core gives
+every call a result it could get alone, in queue order for calls that share an identifier.
 """
 
 from __future__ import annotations
