@@ -126,11 +126,11 @@ def reconcile_batch(
 ) -> list[Resolution | KeyConflict]:
     """Apply many inputs, with the same results as applying them one by one in order.
 
-    Usually one transaction. Inputs whose identifiers another transaction has locked, with every later
-    input sharing an identifier or idempotency key with them, go to a second transaction that waits
-    for those locks, instead of holding up the whole batch: inputs that share an identifier keep their
-    order, and independent ones commute. Each transaction commits the contacts, the processed-event
-    records, the merge log and the outbox rows of its inputs together.
+    Usually one transaction. Inputs touching an identifier or a cluster another transaction has locked,
+    with every later input sharing an identifier, an idempotency key or a cluster with them, go to a
+    second transaction that waits for those locks, instead of holding up the whole batch: inputs that
+    share something keep their order, and independent ones commute. Each transaction commits the
+    contacts, the processed-event records, the merge log and the outbox rows of its inputs together.
     `conn` must not be inside a transaction: this function owns it, and restarts it when needed.
     """
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:

@@ -223,6 +223,20 @@ def test_concurrent_crossed_bridges_merge_once(db: psycopg.Connection[Any], data
     db.rollback()
 
 
+def start_until_it_waits(
+    db: psycopg.Connection[Any], conn: psycopg.Connection[Any], work: Callable[[], object], why: str
+) -> threading.Thread:
+    """Run `work` (which uses `conn`) on a thread; return once `conn`'s session waits for a lock."""
+    pid = conn.info.backend_pid
+    thread = threading.Thread(target=work)
+    thread.start()
+    waiting = "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted"
+    while db.execute(waiting, [pid]).fetchone() != (1,):
+        db.rollback()
+        assert thread.is_alive(), why
+    return thread
+
+
 def test_primary_demoted_while_waiting_for_its_lock(db: psycopg.Connection[Any], database_url: str) -> None:
     """A merge commits while an input waits for the row lock of a primary it looked up: the input sees
     the primary linked to the winner, locks the winner too, and answers for the whole merged cluster."""
@@ -234,15 +248,12 @@ def test_primary_demoted_while_waiting_for_its_lock(db: psycopg.Connection[Any],
         # A concurrent merge of cluster 2 into cluster 1, holding both primaries' row locks.
         merger.execute("SELECT id FROM contact WHERE id IN (1, 2) ORDER BY id FOR NO KEY UPDATE")
         merger.execute("UPDATE contact SET linked_id = 1, link_precedence = 'secondary' WHERE id = 2")
-        pid = waiter.info.backend_pid
-        thread = threading.Thread(
-            target=lambda: answers.append(reconcile(waiter, request("y@x.io", event="late")))
+        thread = start_until_it_waits(
+            db,
+            waiter,
+            lambda: answers.append(reconcile(waiter, request("y@x.io", event="late"))),
+            "the input should wait for primary 2's row lock",
         )
-        thread.start()
-        waiting = "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted"
-        while db.execute(waiting, [pid]).fetchone() != (1,):
-            db.rollback()
-            assert thread.is_alive(), "the input should wait for primary 2's row lock"
         merger.commit()
         thread.join(30)
     (answer,) = answers
@@ -265,13 +276,9 @@ def test_batch_goes_on_around_an_identifier_locked_elsewhere(
     answers: list[list[Resolution | KeyConflict]] = []
     with psycopg.connect(database_url, autocommit=True) as holder, psycopg.connect(database_url) as conn:
         holder.execute("SELECT pg_advisory_lock(%s)", [lock_key("email", "b@x.io")])
-        pid = conn.info.backend_pid
-        thread = threading.Thread(target=lambda: answers.append(reconcile_batch(conn, batch)))
-        thread.start()
-        waiting = "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted"
-        while db.execute(waiting, [pid]).fetchone() != (1,):
-            db.rollback()
-            assert thread.is_alive(), "the held input should wait for its lock"
+        thread = start_until_it_waits(
+            db, conn, lambda: answers.append(reconcile_batch(conn, batch)), "the held input should wait"
+        )
         assert sorted(row.email or "" for row in contacts(db)) == ["a@x.io", "c@x.io", "e@x.io"]
         db.rollback()
         holder.execute("SELECT pg_advisory_unlock(%s)", [lock_key("email", "b@x.io")])
@@ -299,13 +306,12 @@ def test_batch_goes_on_around_a_cluster_locked_elsewhere(
     answers: list[list[Resolution | KeyConflict]] = []
     with psycopg.connect(database_url) as holder, psycopg.connect(database_url) as conn:
         holder.execute("SELECT id FROM contact WHERE id = 1 FOR NO KEY UPDATE")
-        pid = conn.info.backend_pid
-        thread = threading.Thread(target=lambda: answers.append(reconcile_batch(conn, batch)))
-        thread.start()
-        waiting = "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted"
-        while db.execute(waiting, [pid]).fetchone() != (1,):
-            db.rollback()
-            assert thread.is_alive(), "the input of the locked cluster should wait"
+        thread = start_until_it_waits(
+            db,
+            conn,
+            lambda: answers.append(reconcile_batch(conn, batch)),
+            "the input of the locked cluster should wait",
+        )
         assert [row.phone_number for row in contacts(db)] == ["111", "222", "444"]
         db.rollback()
         holder.commit()
