@@ -21,7 +21,9 @@ STORY = (
 )
 
 
-def run_demo(settings: Settings, bootstrap_servers: str, api_url: str, *, say: Callable[[str], None]) -> None:
+def run_demo(
+    settings: Settings, bootstrap_servers: str, api_url: str, api_key: str, *, say: Callable[[str], None]
+) -> None:
     from producer_tools import CheckoutProducer
 
     shown = 0
@@ -35,7 +37,9 @@ def run_demo(settings: Settings, bootstrap_servers: str, api_url: str, *, say: C
             producer.flush()
             shown = _show_outputs(settings, bootstrap_servers, shown, say)
     for body in ({"email": "mcfly@hillvalley.edu", "phoneNumber": "123456"}, {"phoneNumber": 717171}):
-        response = httpx.post(f"{api_url}/identify", json=body, timeout=10)
+        response = httpx.post(
+            f"{api_url}/identify", json=body, headers={"Authorization": f"Bearer {api_key}"}, timeout=10
+        )
         say(f"POST /identify {orjson.dumps(body).decode()} -> {response.status_code}")
         say(f"  {orjson.dumps(response.json()).decode()}")
 

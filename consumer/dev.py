@@ -21,12 +21,17 @@ from pathlib import Path
 from typing import IO
 
 import httpx
+import psycopg
 
+from consumer.clients import Scope, authenticate, create_client, list_clients, rotate_key
 from consumer.config import Settings
 from consumer.embedded import create_topics, start_broker, start_postgres
 from consumer.migrate import migrate
 
 COMPONENTS = ("worker", "relay", "api")
+LOCAL_CLIENT = "local-dev"
+KEY_FILE = "api-key"
+
 _COLOURS = {"worker": "36", "relay": "35", "api": "32", "dev": "1"}
 _print_lock = threading.Lock()
 
@@ -66,6 +71,10 @@ def run_dev(settings: Settings, *, clean: bool = False, demo: bool = False) -> i
         )
         applied = migrate(postgres.url)
         say("dev", f"migrations applied: {', '.join(applied) or 'none pending'}")
+        key_file = data_dir / KEY_FILE
+        api_key = local_api_key(postgres.url, key_file)
+        say("dev", f"API key of client {LOCAL_CLIENT!r} (all scopes) in {key_file}; in your shell:")
+        print(f"export IDENTITY_API_KEY={api_key}", flush=True)
 
         env = {
             **os.environ,
@@ -82,7 +91,7 @@ def run_dev(settings: Settings, *, clean: bool = False, demo: bool = False) -> i
         if demo:
             from consumer.demo import run_demo
 
-            run_demo(settings, broker.bootstrap_servers, api_url, say=lambda text: say("demo", text))
+            run_demo(settings, broker.bootstrap_servers, api_url, api_key, say=lambda text: say("demo", text))
         while not stopping.wait(0.5):
             if failed := {n: c.returncode for n, c in children.items() if c.poll() is not None}:
                 names = ", ".join(f"{name} (exit {code})" for name, code in failed.items())
@@ -90,6 +99,21 @@ def run_dev(settings: Settings, *, clean: bool = False, demo: bool = False) -> i
                 return 1
         say("dev", "stopping")
     return 0
+
+
+def local_api_key(database_url: str, key_file: Path) -> str:
+    """The local client's key (every scope): the one in `key_file` while it is valid, else a new one."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        if key_file.exists() and authenticate(conn, key := key_file.read_text().strip()):
+            return key
+        if any(c.client.name == LOCAL_CLIENT and c.revoked_at is None for c in list_clients(conn)):
+            key = rotate_key(conn, LOCAL_CLIENT, grace_s=0)
+        else:
+            key = create_client(conn, LOCAL_CLIENT, Scope)
+    key_file.touch(mode=0o600)
+    key_file.chmod(0o600)  # a key file left by an older run may have other permissions
+    key_file.write_text(key + "\n")
+    return key
 
 
 def say(component: str, text: str) -> None:

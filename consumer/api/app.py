@@ -11,7 +11,7 @@ from anyio import CapacityLimiter
 from fastapi import FastAPI
 from psycopg_pool import ConnectionPool
 
-from consumer.api import errors, metrics, routes
+from consumer.api import auth, errors, metrics, routes
 from consumer.api.batching import Reconciler
 from consumer.api.db import Database
 from consumer.config import Settings, get_settings
@@ -20,13 +20,16 @@ from consumer.normalize import Normalizer
 
 DESCRIPTION = """Links every email and phone number a buyer uses into one customer identity.
 
-Every error has the body `{"error": {"code": ..., "message": ..., "field": ...}}`; see docs/api.md."""
+Every route but `/healthz`, `/readyz` and `/metrics` needs an API key (`Authorization: Bearer <key>`)
+with the scope its security requirement names. Every error has the body
+`{"error": {"code": ..., "message": ..., "field": ...}}`; see docs/api.md."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     # Each uvicorn worker process builds its own app, so logging is configured here too.
     configure_logging(settings)
+    auth.warn_if_open(settings)
     normalizer = Normalizer.from_settings(settings)
     app = FastAPI(
         title="Identity reconciliation API", version="1", description=DESCRIPTION, lifespan=_lifespan
@@ -36,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(routes.router)
     app.add_middleware(metrics.MetricsMiddleware)
+    auth.document(app)
     app.openapi()["components"]["schemas"]["IdentifyRequest"] = routes.identify_request_schema(normalizer)
     return app
 
@@ -61,6 +65,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     app.state.database = database
     app.state.reconciler = reconciler
+    app.state.guard = auth.Guard(settings, database)
     reconciler.start()
     # Everything allocated so far lives as long as the process: move it out of the collector's reach.
     # A full collection otherwise walks FastAPI's and pydantic's whole heap, a pause of tens of

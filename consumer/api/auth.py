@@ -1,0 +1,202 @@
+"""Who is calling (DESIGN.md rule 19): API keys, scopes and per-client rate limits as route dependencies.
+
+A route declares the client it serves, e.g. `client: ReadClient`; that is its whole access control.
+Keys are looked up by their public id and cached for `API_AUTH_CACHE_TTL_S`, so a hot /identify adds
+no database round trip; the cache holds the key's hash, never the key. Failed authentications draw on a
+bucket per peer address; once it is empty, the peer's unknown keys are refused with 429 before any
+lookup.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from functools import partial
+from typing import Annotated, Any, Final
+
+import structlog
+from fastapi import Depends, FastAPI, Request, Security
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from consumer.api.db import Database
+from consumer.api.errors import ApiError
+from consumer.api.limits import RateLimiter
+from consumer.clients import Client, KeyRecord, Scope, find_key, key_id
+from consumer.config import Settings
+
+log = structlog.get_logger(__name__)
+
+# The client every call is attributed to (audit log, idempotency keys) when API_AUTH=off.
+AUTH_OFF_CLIENT = Client("anonymous", frozenset(Scope))
+# Unknown key ids are cached too (a miss costs a lookup); past this size the cache starts afresh.
+CACHE_MAX_ENTRIES = 10_000
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="apiKey",
+    bearerFormat="idk_…",
+    description="An API key from `identity clients create NAME --scopes …`: "
+    "`Authorization: Bearer <key>`. The route's required scope is listed in its security requirement.",
+)
+
+
+class Authenticator:
+    """Key lookups with a short cache. Revocation takes effect within `ttl_s` in every process."""
+
+    def __init__(self, database: Database, ttl_s: float) -> None:
+        self._database = database
+        self._ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
+
+    def cached(self, public_id: str) -> tuple[bool, KeyRecord | None]:
+        """(True, record or None) if the lookup is cached and fresh, else (False, None)."""
+        entry = self._cache.get(public_id)
+        if entry is None or time.monotonic() - entry[0] >= self._ttl_s:
+            return False, None
+        return True, entry[1]
+
+    async def lookup(self, public_id: str) -> KeyRecord | None:
+        record = await self._database.run(partial(find_key, key_id=public_id))
+        if len(self._cache) >= CACHE_MAX_ENTRIES:
+            self._cache.clear()
+        self._cache[public_id] = (time.monotonic(), record)
+        return record
+
+    async def authenticate(self, key: str) -> Client | None:
+        """The client owning this valid key, or None (malformed, unknown, expired or revoked)."""
+        public = key_id(key)
+        if public is None:
+            return None
+        hit, record = self.cached(public)
+        if not hit:
+            record = await self.lookup(public)
+        return record.verify(key) if record else None
+
+
+class Guard:
+    """Authentication, scope and rate limit of one API process (app.state.guard)."""
+
+    def __init__(self, settings: Settings, database: Database) -> None:
+        self.enabled = settings.api_auth
+        self.authenticator = Authenticator(database, settings.api_auth_cache_ttl_s)
+        self.limiter = RateLimiter(database)
+        self._settings = settings
+
+    async def admit(self, request: Request, key: str | None, scope: Scope) -> Client:
+        if not self.enabled:
+            return AUTH_OFF_CLIENT
+        peer = f"peer:{request.client.host if request.client else 'unknown'}"
+        client = await self._identify(key, peer)
+        if client is None:
+            s = self._settings
+            if (
+                wait := await self.limiter.take(peer, s.api_auth_failures_per_s, s.api_auth_failure_burst)
+            ) is not None:
+                raise rate_limited(wait, "too many failed authentications from this address")
+            raise ApiError(
+                401,
+                "unauthorized",
+                "send a valid API key: `Authorization: Bearer <key>`"
+                if key is None
+                else "the API key is not valid (unknown, expired or revoked)",
+                "Authorization",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if scope not in client.scopes:
+            raise ApiError(403, "forbidden", f"this client lacks the `{scope}` scope this route needs")
+        rate = client.rate_per_s or self._settings.api_rate_limit_per_s
+        burst = client.burst or self._settings.api_rate_limit_burst
+        if (wait := await self.limiter.take(f"client:{client.name}", rate, burst)) is not None:
+            raise rate_limited(wait, "this client's request rate limit is exceeded")
+        return client
+
+    async def _identify(self, key: str | None, peer: str) -> Client | None:
+        public = key_id(key) if key is not None else None
+        if key is None or public is None:
+            return None
+        hit, record = self.authenticator.cached(public)
+        if not hit:
+            # A peer that failed too often gets no more lookups until its bucket refills.
+            if (wait := self.limiter.refusing(peer)) is not None:
+                raise rate_limited(wait, "too many failed authentications from this address")
+            record = await self.authenticator.lookup(public)
+        return record.verify(key) if record else None
+
+
+def rate_limited(wait_s: float, message: str) -> ApiError:
+    return ApiError(429, "rate_limited", message, headers={"Retry-After": str(max(1, math.ceil(wait_s)))})
+
+
+class RequireScope:
+    """The dependency behind `IdentifyClient`, `ReadClient` and `AdminClient`."""
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+
+    async def __call__(
+        self, request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    ) -> Client:
+        guard: Guard = request.app.state.guard
+        return await guard.admit(request, credentials.credentials if credentials else None, self.scope)
+
+
+def _client_of(scope: Scope) -> Any:
+    return Security(RequireScope(scope), scopes=[scope.value])
+
+
+IdentifyClient = Annotated[Client, _client_of(Scope.IDENTIFY)]
+ReadClient = Annotated[Client, _client_of(Scope.READ)]
+AdminClient = Annotated[Client, _client_of(Scope.ADMIN)]
+
+
+def route_scope(route: APIRoute) -> Scope | None:
+    """The scope a route requires, found in its dependencies; None for an open route."""
+
+    def walk(dependant: Dependant) -> Iterator[Scope]:
+        for sub in dependant.dependencies:
+            if isinstance(sub.call, RequireScope):
+                yield sub.call.scope
+            yield from walk(sub)
+
+    return next(walk(route.dependant), None)
+
+
+_ERROR_BODY: Final = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+
+
+def document(app: FastAPI) -> None:
+    """Add the 401, 403 and 429 answers to the OpenAPI document of every route that needs a key."""
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route_scope(route) is not None:
+            route.responses.setdefault(
+                401,
+                {
+                    "description": "Missing, unknown or revoked API key",
+                    "content": _ERROR_BODY,
+                    "headers": {"WWW-Authenticate": {"schema": {"type": "string", "enum": ["Bearer"]}}},
+                },
+            )
+            route.responses.setdefault(
+                403, {"description": "The key lacks the route's scope", "content": _ERROR_BODY}
+            )
+            route.responses.setdefault(
+                429,
+                {
+                    "description": "Rate limit exceeded",
+                    "content": _ERROR_BODY,
+                    "headers": {
+                        "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
+                    },
+                },
+            )
+
+
+def warn_if_open(settings: Settings) -> None:
+    if not settings.api_auth:
+        log.warning(
+            "API_AUTH=off: EVERY ROUTE IS OPEN TO ANYONE WHO CAN REACH THIS PORT, personal data and "
+            "admin routes included; for local experiments only, never deploy this"
+        )
