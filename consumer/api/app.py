@@ -39,8 +39,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(routes.router)
     app.add_middleware(metrics.MetricsMiddleware)
-    auth.document(app)
-    app.openapi()["components"]["schemas"]["IdentifyRequest"] = routes.identify_request_schema(normalizer)
+    openapi = app.openapi()
+    openapi["components"]["schemas"]["IdentifyRequest"] = routes.identify_request_schema(normalizer)
+    auth.document(openapi)
     return app
 
 

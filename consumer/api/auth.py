@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
 from functools import partial
 from typing import Annotated, Any, Final
 
 import structlog
-from fastapi import Depends, FastAPI, Request, Security
-from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
+from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from consumer.api.db import Database
@@ -152,46 +149,29 @@ ReadClient = Annotated[Client, _client_of(Scope.READ)]
 AdminClient = Annotated[Client, _client_of(Scope.ADMIN)]
 
 
-def route_scope(route: APIRoute) -> Scope | None:
-    """The scope a route requires, found in its dependencies; None for an open route."""
-
-    def walk(dependant: Dependant) -> Iterator[Scope]:
-        for sub in dependant.dependencies:
-            if isinstance(sub.call, RequireScope):
-                yield sub.call.scope
-            yield from walk(sub)
-
-    return next(walk(route.dependant), None)
-
-
 _ERROR_BODY: Final = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+_AUTH_RESPONSES: Final = {
+    "401": {
+        "description": "Missing, unknown, expired or revoked API key",
+        "content": _ERROR_BODY,
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string", "enum": ["Bearer"]}}},
+    },
+    "403": {"description": "The key lacks the scope this route needs", "content": _ERROR_BODY},
+    "429": {
+        "description": "Rate limit exceeded (the client's, or failed authentications from this address)",
+        "content": _ERROR_BODY,
+        "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
+    },
+}
 
 
-def document(app: FastAPI) -> None:
-    """Add the 401, 403 and 429 answers to the OpenAPI document of every route that needs a key."""
-    for route in app.routes:
-        if isinstance(route, APIRoute) and route_scope(route) is not None:
-            route.responses.setdefault(
-                401,
-                {
-                    "description": "Missing, unknown or revoked API key",
-                    "content": _ERROR_BODY,
-                    "headers": {"WWW-Authenticate": {"schema": {"type": "string", "enum": ["Bearer"]}}},
-                },
-            )
-            route.responses.setdefault(
-                403, {"description": "The key lacks the route's scope", "content": _ERROR_BODY}
-            )
-            route.responses.setdefault(
-                429,
-                {
-                    "description": "Rate limit exceeded",
-                    "content": _ERROR_BODY,
-                    "headers": {
-                        "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
-                    },
-                },
-            )
+def document(openapi: dict[str, Any]) -> None:
+    """Add the 401, 403 and 429 answers to every operation of the OpenAPI document that needs a key."""
+    for item in openapi["paths"].values():
+        for operation in item.values():
+            if operation.get("security"):
+                for status, response in _AUTH_RESPONSES.items():
+                    operation["responses"].setdefault(status, response)
 
 
 def warn_if_open(settings: Settings) -> None:

@@ -1,4 +1,8 @@
-"""The API under test is the real server process (`python -m consumer api`), called over HTTP."""
+"""The API under test is the real server process (`python -m consumer api`), called over HTTP.
+
+Each server comes with a key of its own client, holding every scope and a rate limit no test reaches;
+`client` is an httpx client that sends it. Tests of access control make keys of their own.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,40 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
+from consumer.clients import Scope, create_client
 from consumer.embedded import free_port
 
 STARTUP_TIMEOUT_S = 30.0
+# Well-formed, but no database holds it: for servers whose database cannot create a client.
+UNKNOWN_KEY = "idk_000000000000_" + "A" * 43
+UNLIMITED = 1_000_000
+
+
+def new_key(
+    database_url: str,
+    scopes: Iterable[Scope] = Scope,
+    *,
+    rate_per_s: float = UNLIMITED,
+    burst: int = UNLIMITED,
+) -> str:
+    """The key of a new client with a unique name."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return create_client(
+            conn, f"test-{uuid.uuid4().hex[:12]}", scopes, rate_per_s=rate_per_s, burst=burst
+        )
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
 
 
 @dataclass
@@ -24,13 +52,27 @@ class ApiServer:
     url: str
     process: subprocess.Popen[bytes]
     log: Path
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Authorization with the server's own key, which holds every scope."""
+        return bearer(self.key)
 
 
 @contextlib.contextmanager
 def api_server(
-    database_url: str, log_dir: Path, *, workers: int = 1, env: dict[str, str] | None = None
+    database_url: str,
+    log_dir: Path,
+    *,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    key: str | None = None,
 ) -> Iterator[ApiServer]:
-    """Start the API on a free port and wait until /healthz answers; stop it cleanly afterwards."""
+    """Start the API on a free port and wait until /healthz answers; stop it cleanly afterwards.
+
+    Without `key`, a new client with every scope is created in the database for it."""
+    key = key or new_key(database_url)
     port = free_port()
     log = log_dir / f"api-{port}.log"
     process_env = {
@@ -48,7 +90,7 @@ def api_server(
             stdout=output,
             stderr=subprocess.STDOUT,
         )
-    server = ApiServer(f"http://127.0.0.1:{port}", process, log)
+    server = ApiServer(f"http://127.0.0.1:{port}", process, log, key)
     try:
         _wait_until_alive(server)
         yield server
@@ -81,5 +123,5 @@ def api(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture
 def client(api: ApiServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api.url, timeout=10) as http:
+    with httpx.Client(base_url=api.url, headers=api.headers, timeout=10) as http:
         yield http
