@@ -192,5 +192,6 @@ TAKE_TOKENS = "SELECT granted, remaining FROM take_tokens(%s, %s, %s, %s)"
 INSERT_AUDIT = "INSERT INTO audit_log (client, action, ids) VALUES (%s, %s, %s)"
 READ_AUDIT = """
 SELECT at, client, action, ids FROM audit_log
-WHERE at >= coalesce(%(since)s, '-infinity') AND (%(client)s::text IS NULL OR client = %(client)s)
+WHERE at >= coalesce(%(since)s::timestamptz, '-infinity')
+  AND (%(client)s::text IS NULL OR client = %(client)s)
 ORDER BY at, id"""
