@@ -1,5 +1,8 @@
 """Load test of POST /identify: `python -m bench.api_bench [--workers N] [--concurrency 16 64]`.
 
+Calls carry an API key, as the service ships (auth on); `--compare-auth-off` also runs each level
+against a second server with API_AUTH=off, right after, and prints what auth costs.
+
 Starts embedded PostgreSQL, applies the migrations, seeds existing customers (200,000 by default) and
 analyzes the tables, as a running shop's database would be, starts the API server process, then drives it
 with a realistic mix (60% new customers, 25% repeats, 10% new info on a known customer, 5% requests
@@ -23,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +34,7 @@ import aiohttp
 import httpx
 import psycopg
 
+from consumer.clients import Scope, create_client
 from consumer.core import check_invariants
 from consumer.embedded import free_port, start_postgres
 from consumer.migrate import migrate
@@ -93,17 +97,23 @@ class ClientResult:
     cpu_s: float
 
 
-def run_client(url: str, concurrency: int, seconds: float, seed: int) -> ClientResult:
-    return asyncio.run(_client(url, concurrency, seconds, seed))
+def run_client(
+    url: str, concurrency: int, seconds: float, seed: int, headers: dict[str, str]
+) -> ClientResult:
+    return asyncio.run(_client(url, concurrency, seconds, seed, headers))
 
 
-async def _client(url: str, concurrency: int, seconds: float, seed: int) -> ClientResult:
+async def _client(
+    url: str, concurrency: int, seconds: float, seed: int, headers: dict[str, str]
+) -> ClientResult:
     workload = Workload(seed)
     latencies: list[float] = []
     errors = 0
     cpu_start = time.process_time()
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(30)) as http:
+    async with aiohttp.ClientSession(
+        url, connector=connector, timeout=aiohttp.ClientTimeout(30), headers=headers
+    ) as http:
         deadline = time.monotonic() + seconds
 
         async def loop() -> None:
@@ -121,13 +131,14 @@ async def _client(url: str, concurrency: int, seconds: float, seed: int) -> Clie
 
 
 @contextmanager
-def api_process(database_url: str, workers: int, pool_size: int) -> Iterator[str]:
+def api_process(database_url: str, workers: int, pool_size: int, *, auth: bool = True) -> Iterator[str]:
     port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": "WARNING" if auth else "ERROR",  # not the auth-off warning of each worker
         "API_POOL_MAX_SIZE": str(pool_size),
+        "API_AUTH": "on" if auth else "off",
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "consumer", "api", "--port", str(port), "--workers", str(workers)], env=env
@@ -152,28 +163,34 @@ def _ready(url: str) -> bool:
         return False
 
 
-def measure(url: str, concurrency: int, processes: int, seconds: float, seed: int) -> list[ClientResult]:
+def measure(
+    url: str, concurrency: int, processes: int, seconds: float, seed: int, headers: dict[str, str]
+) -> list[ClientResult]:
     shares = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
         jobs = [
-            pool.apply_async(run_client, (url, share, seconds, seed * 1000 + i))
+            pool.apply_async(run_client, (url, share, seconds, seed * 1000 + i, headers))
             for i, share in enumerate(shares)
         ]
         return [job.get() for job in jobs]
 
 
-def report(concurrency: int, results: Sequence[ClientResult], seconds: float) -> None:
+def report(
+    label: str, concurrency: int, results: Sequence[ClientResult], seconds: float
+) -> tuple[float, float]:
+    """Print one level's figures; returns its throughput and p99 (seconds)."""
     latencies = sorted(latency for r in results for latency in r.latencies)
     errors = sum(r.errors for r in results)
     client_cpu = sum(r.cpu_s for r in results)
     quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
     print(
-        f"concurrency {concurrency:3d}: {len(latencies) / seconds:7.0f} req/s  "
+        f"{label:8s} concurrency {concurrency:3d}: {len(latencies) / seconds:7.0f} req/s  "
         f"p50 {quantiles[49] * 1000:6.1f} ms  p99 {quantiles[98] * 1000:6.1f} ms  "
         f"max {latencies[-1] * 1000:6.1f} ms  requests {len(latencies)}  errors {errors}  "
         f"load-generator CPU {client_cpu / (seconds * (os.cpu_count() or 1)):4.0%} of the machine",
         flush=True,
     )
+    return len(latencies) / seconds, quantiles[98]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -189,6 +206,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--customers", type=int, default=200_000, help="existing customers (200,000)")
+    parser.add_argument(
+        "--compare-auth-off",
+        action="store_true",
+        help="also run each level against a server with API_AUTH=off, and print the ratio",
+    )
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="api-bench-") as workdir:
@@ -200,7 +222,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             with psycopg.connect(pg.url, autocommit=True) as conn:
                 conn.execute(SEED, [args.customers])
                 conn.execute("ANALYZE")
-            with api_process(pg.url, args.workers, args.pool_size) as url:
+                # A storefront's limit, high enough not to bind here: leases are part of what is measured.
+                key = create_client(conn, "bench", [Scope.IDENTIFY], rate_per_s=20_000, burst=40_000)
+            modes = {"auth on": {"Authorization": f"Bearer {key}"}}
+            with ExitStack() as servers:
+                urls = {"auth on": servers.enter_context(api_process(pg.url, args.workers, args.pool_size))}
+                if args.compare_auth_off:
+                    modes["auth off"] = {}
+                    urls["auth off"] = servers.enter_context(
+                        api_process(pg.url, args.workers, args.pool_size, auth=False)
+                    )
                 print(
                     f"API workers {args.workers}, pool {args.pool_size}/worker, "
                     f"client processes {args.client_processes}, cores {os.cpu_count()}, "
@@ -208,11 +239,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"PostgreSQL {'durable' if args.durable else 'fsync off'}",
                     flush=True,
                 )
+                figures: dict[tuple[str, int], tuple[float, float]] = {}
                 for level, concurrency in enumerate(args.concurrency):
-                    seed = args.seed * 100 + level
-                    measure(url, concurrency, args.client_processes, args.warmup, seed)
-                    results = measure(url, concurrency, args.client_processes, args.seconds, seed + 50)
-                    report(concurrency, results, args.seconds)
+                    # Each mode gets its own identifiers, so neither replays the other's calls.
+                    for offset, (mode, headers) in enumerate(modes.items()):
+                        seed = args.seed * 100 + level + offset * 10
+                        url, n = urls[mode], args.client_processes
+                        measure(url, concurrency, n, args.warmup, seed, headers)
+                        results = measure(url, concurrency, n, args.seconds, seed + 50, headers)
+                        figures[mode, concurrency] = report(mode, concurrency, results, args.seconds)
+                if args.compare_auth_off:
+                    for concurrency in args.concurrency:
+                        (on, on_p99), (off, off_p99) = (
+                            figures["auth on", concurrency],
+                            figures["auth off", concurrency],
+                        )
+                        print(
+                            f"concurrency {concurrency:3d}: auth on / off = {on / off:.3f} in req/s "
+                            f"({(on / off - 1):+.1%}), p99 {on_p99 * 1000:.1f} / {off_p99 * 1000:.1f} ms",
+                            flush=True,
+                        )
             with psycopg.connect(pg.url) as conn:
                 violations = check_invariants(conn)
                 contacts = conn.execute("SELECT count(*) FROM contact").fetchone()
