@@ -106,10 +106,11 @@ def local_api_key(database_url: str, key_file: Path) -> str:
     with psycopg.connect(database_url, autocommit=True) as conn:
         if key_file.exists() and authenticate(conn, key := key_file.read_text().strip()):
             return key
-        if any(c.client.name == LOCAL_CLIENT and c.revoked_at is None for c in list_clients(conn)):
-            key = rotate_key(conn, LOCAL_CLIENT, grace_s=0)
-        else:
-            key = create_client(conn, LOCAL_CLIENT, Scope)
+        local = [c for c in list_clients(conn) if c.client.name.startswith(LOCAL_CLIENT)]
+        if active := [c.client.name for c in local if c.revoked_at is None]:
+            key = rotate_key(conn, active[0], grace_s=0)
+        else:  # names are never reused: after a revocation, the next local client gets a number
+            key = create_client(conn, f"{LOCAL_CLIENT}-{len(local)}" if local else LOCAL_CLIENT, Scope)
     key_file.touch(mode=0o600)
     key_file.chmod(0o600)  # a key file left by an older run may have other permissions
     key_file.write_text(key + "\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,8 +11,11 @@ import time
 from pathlib import Path
 
 import psutil
+import psycopg
 import pytest
 
+from consumer.clients import Scope, authenticate, revoke_client
+from consumer.dev import KEY_FILE, local_api_key
 from consumer.embedded import free_port
 
 
@@ -63,6 +67,27 @@ def test_dev_stack_runs_the_demo_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         in (output)
     )
     assert "dev | stopping" in output
+    # One line to paste, holding the key kept in the data directory for the next run.
+    (export,) = re.findall(r"^export IDENTITY_API_KEY=(\S+)$", output, re.MULTILINE)
+    assert export == (tmp_path / KEY_FILE).read_text().strip()
+    assert (tmp_path / KEY_FILE).stat().st_mode & 0o777 == 0o600
     assert not [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     # PostgreSQL keeps its data for the next run.
     assert (tmp_path / "pgdata" / "PG_VERSION").exists()
+
+
+def test_the_local_key_is_kept_while_valid_and_replaced_when_not(database_url: str, tmp_path: Path) -> None:
+    key_file = tmp_path / KEY_FILE
+    first = local_api_key(database_url, key_file)
+    assert local_api_key(database_url, key_file) == first
+
+    key_file.unlink()
+    second = local_api_key(database_url, key_file)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert authenticate(conn, first) is None, "a lost key file rotates the key"
+        client = authenticate(conn, second)
+        assert client is not None and client.scopes == frozenset(Scope)
+        assert revoke_client(conn, client.name)
+        third = local_api_key(database_url, key_file)
+        assert third != second and authenticate(conn, third) is not None
+    assert key_file.read_text() == third + "\n"
