@@ -22,6 +22,8 @@ from consumer import queries
 from consumer.api.db import Database
 
 LEASE_S = 0.1
+# Peer addresses are many; past this many buckets, those with nothing to remember are dropped.
+MAX_BUCKETS = 10_000
 
 
 @dataclass
@@ -44,7 +46,7 @@ class RateLimiter:
 
     async def take(self, bucket: str, rate: float, burst: int) -> float | None:
         """Take one token: None if granted, else the seconds to wait before one is available."""
-        local = self._buckets.setdefault(bucket, _Local())
+        local = self._buckets.get(bucket) or self._add(bucket)
         if local.tokens > 0:
             local.tokens -= 1
             return None
@@ -63,6 +65,17 @@ class RateLimiter:
                 local.tokens = granted
             local.tokens -= 1
             return None
+
+    def _add(self, bucket: str) -> _Local:
+        if len(self._buckets) >= MAX_BUCKETS:
+            now = time.monotonic()
+            self._buckets = {
+                name: b
+                for name, b in self._buckets.items()
+                if b.tokens or b.refused_until > now or b.lock.locked()
+            }
+        local = self._buckets[bucket] = _Local()
+        return local
 
 
 def _take_tokens(
