@@ -13,6 +13,7 @@ import psycopg
 
 from consumer.audit import Action, record_audit
 from consumer.clients import KEY_PATTERN, Client, Scope, authenticate
+from tests.api.conftest import secret_of
 
 
 def identity(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -35,13 +36,13 @@ def test_create_prints_the_key_alone_and_stores_only_its_hash(database_url: str)
     assert created.returncode == 0, created.stderr
     key = created.stdout.removesuffix("\n")
     assert KEY_PATTERN.fullmatch(key), created.stdout
-    assert len(key.rsplit("_", 1)[1]) * 6 >= 256, "at least 256 random bits"
+    assert len(secret_of(key)) * 6 >= 256, "at least 256 random bits"
 
     with psycopg.connect(database_url) as conn:
         assert authenticate(conn, key) == Client(name, frozenset({Scope.IDENTIFY, Scope.READ}), 50.0, None)
         assert authenticate(conn, key[:-1] + ("A" if key[-1] != "A" else "B")) is None
         dump = conn.execute("SELECT k::text, c::text FROM api_key k JOIN api_client c ON c.id = k.client_id")
-        assert not [row for row in dump if key in "".join(row) or key.rsplit("_", 1)[1] in "".join(row)]
+        assert not [row for row in dump if key in "".join(row) or secret_of(key) in "".join(row)]
 
     listed = identity(database_url, "clients", "list")
     line = next(line for line in listed.stdout.splitlines() if line.startswith(name + "\t"))

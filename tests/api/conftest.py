@@ -20,7 +20,7 @@ import httpx
 import psycopg
 import pytest
 
-from consumer.clients import Scope, create_client
+from consumer.clients import KEY_PATTERN, Scope, create_client
 from consumer.embedded import free_port
 
 STARTUP_TIMEOUT_S = 30.0
@@ -41,6 +41,13 @@ def new_key(
         return create_client(
             conn, f"test-{uuid.uuid4().hex[:12]}", scopes, rate_per_s=rate_per_s, burst=burst
         )
+
+
+def secret_of(key: str) -> str:
+    """The secret part of a key (after `idk_<key id>_`); it may itself hold '_'."""
+    match = KEY_PATTERN.fullmatch(key)
+    assert match is not None
+    return match[2]
 
 
 def bearer(key: str) -> dict[str, str]:
