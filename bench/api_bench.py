@@ -32,6 +32,7 @@ from pathlib import Path
 
 import aiohttp
 import httpx
+import psutil
 import psycopg
 
 from consumer.clients import Scope, create_client
@@ -130,8 +131,19 @@ async def _client(
     return ClientResult(latencies, errors, time.process_time() - cpu_start)
 
 
+@dataclass
+class Server:
+    url: str
+    pid: int
+
+    def cpu_s(self) -> float:
+        """CPU time used so far by the server: the uvicorn supervisor and its workers."""
+        parent = psutil.Process(self.pid)
+        return sum(sum(p.cpu_times()[:2]) for p in [parent, *parent.children(recursive=True)])
+
+
 @contextmanager
-def api_process(database_url: str, workers: int, pool_size: int, *, auth: bool = True) -> Iterator[str]:
+def api_process(database_url: str, workers: int, pool_size: int, *, auth: bool = True) -> Iterator[Server]:
     port = free_port()
     env = {
         **os.environ,
@@ -150,7 +162,7 @@ def api_process(database_url: str, workers: int, pool_size: int, *, auth: bool =
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the API server did not become ready")
             time.sleep(0.1)
-        yield url
+        yield Server(url, process.pid)
     finally:
         process.terminate()
         process.wait(30)
@@ -176,9 +188,9 @@ def measure(
 
 
 def report(
-    label: str, concurrency: int, results: Sequence[ClientResult], seconds: float
-) -> tuple[float, float]:
-    """Print one level's figures; returns its throughput and p99 (seconds)."""
+    label: str, concurrency: int, results: Sequence[ClientResult], seconds: float, server_cpu_s: float
+) -> tuple[float, float, float]:
+    """Print one level's figures; returns its throughput, p99 and API CPU per request (seconds)."""
     latencies = sorted(latency for r in results for latency in r.latencies)
     errors = sum(r.errors for r in results)
     client_cpu = sum(r.cpu_s for r in results)
@@ -187,10 +199,11 @@ def report(
         f"{label:8s} concurrency {concurrency:3d}: {len(latencies) / seconds:7.0f} req/s  "
         f"p50 {quantiles[49] * 1000:6.1f} ms  p99 {quantiles[98] * 1000:6.1f} ms  "
         f"max {latencies[-1] * 1000:6.1f} ms  requests {len(latencies)}  errors {errors}  "
+        f"API CPU {server_cpu_s / len(latencies) * 1e6:4.0f} µs/request  "
         f"load-generator CPU {client_cpu / (seconds * (os.cpu_count() or 1)):4.0%} of the machine",
         flush=True,
     )
-    return len(latencies) / seconds, quantiles[98]
+    return len(latencies) / seconds, quantiles[98], server_cpu_s / len(latencies)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -226,10 +239,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 key = create_client(conn, "bench", [Scope.IDENTIFY], rate_per_s=20_000, burst=40_000)
             modes = {"auth on": {"Authorization": f"Bearer {key}"}}
             with ExitStack() as servers:
-                urls = {"auth on": servers.enter_context(api_process(pg.url, args.workers, args.pool_size))}
+                servers_by_mode = {
+                    "auth on": servers.enter_context(api_process(pg.url, args.workers, args.pool_size))
+                }
                 if args.compare_auth_off:
                     modes["auth off"] = {}
-                    urls["auth off"] = servers.enter_context(
+                    servers_by_mode["auth off"] = servers.enter_context(
                         api_process(pg.url, args.workers, args.pool_size, auth=False)
                     )
                 print(
@@ -244,26 +259,35 @@ def main(argv: Sequence[str] | None = None) -> int:
                 order = (
                     ["auth on", "auth off", "auth off", "auth on"] if args.compare_auth_off else ["auth on"]
                 )
-                figures: dict[tuple[str, int], tuple[float, float]] = {}
+                figures: dict[tuple[str, int], tuple[float, float, float]] = {}
                 for level, concurrency in enumerate(args.concurrency):
                     results: dict[str, list[ClientResult]] = {mode: [] for mode in modes}
+                    server_cpu = dict.fromkeys(modes, 0.0)
                     for run, mode in enumerate(order):
                         seed = args.seed * 100 + level * 10 + run
-                        url, n = urls[mode], args.client_processes
-                        measure(url, concurrency, n, args.warmup, seed, modes[mode])
-                        results[mode] += measure(url, concurrency, n, args.seconds, seed + 50, modes[mode])
+                        server, n = servers_by_mode[mode], args.client_processes
+                        measure(server.url, concurrency, n, args.warmup, seed, modes[mode])
+                        cpu_before = server.cpu_s()
+                        results[mode] += measure(
+                            server.url, concurrency, n, args.seconds, seed + 50, modes[mode]
+                        )
+                        server_cpu[mode] += server.cpu_s() - cpu_before
                     for mode, runs in results.items():
                         seconds = args.seconds * order.count(mode)
-                        figures[mode, concurrency] = report(mode, concurrency, runs, seconds)
+                        figures[mode, concurrency] = report(
+                            mode, concurrency, runs, seconds, server_cpu[mode]
+                        )
                 if args.compare_auth_off:
                     for concurrency in args.concurrency:
-                        (on, on_p99), (off, off_p99) = (
+                        (on, on_p99, on_cpu), (off, off_p99, off_cpu) = (
                             figures["auth on", concurrency],
                             figures["auth off", concurrency],
                         )
                         print(
                             f"concurrency {concurrency:3d}: auth on / off = {on / off:.3f} in req/s "
-                            f"({(on / off - 1):+.1%}), p99 {on_p99 * 1000:.1f} / {off_p99 * 1000:.1f} ms",
+                            f"({(on / off - 1):+.1%}), p99 {on_p99 * 1000:.1f} / {off_p99 * 1000:.1f} ms, "
+                            f"API CPU {on_cpu * 1e6:.0f} / {off_cpu * 1e6:.0f} µs per request "
+                            f"({on_cpu / off_cpu - 1:+.1%})",
                             flush=True,
                         )
             with psycopg.connect(pg.url) as conn:
