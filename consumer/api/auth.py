@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any, Final
 
@@ -62,13 +63,15 @@ class Authenticator:
         self._cache[public_id] = (time.monotonic(), record)
         return record
 
-    async def authenticate(self, key: str) -> Client | None:
-        """The client owning this valid key, or None (malformed, unknown, expired or revoked)."""
+    async def authenticate(self, key: str, before_lookup: Callable[[], None] = lambda: None) -> Client | None:
+        """The client owning this valid key, or None (malformed, unknown, expired or revoked).
+        `before_lookup` runs when the database must be asked, and may refuse by raising."""
         public = key_id(key)
         if public is None:
             return None
         hit, record = self.cached(public)
         if not hit:
+            before_lookup()
             record = await self.lookup(public)
         return record.verify(key) if record else None
 
@@ -86,7 +89,9 @@ class Guard:
         if not self.enabled:
             return AUTH_OFF_CLIENT
         peer = f"peer:{request.client.host if request.client else 'unknown'}"
-        client = await self._identify(key, peer)
+        client = (
+            await self.authenticator.authenticate(key, partial(self._refuse_failing, peer)) if key else None
+        )
         if client is None:
             s = self._settings
             if (
@@ -110,17 +115,10 @@ class Guard:
             raise rate_limited(wait, "this client's request rate limit is exceeded")
         return client
 
-    async def _identify(self, key: str | None, peer: str) -> Client | None:
-        public = key_id(key) if key is not None else None
-        if key is None or public is None:
-            return None
-        hit, record = self.authenticator.cached(public)
-        if not hit:
-            # A peer that failed too often gets no more lookups until its bucket refills.
-            if (wait := self.limiter.refusing(peer)) is not None:
-                raise rate_limited(wait, "too many failed authentications from this address")
-            record = await self.authenticator.lookup(public)
-        return record.verify(key) if record else None
+    def _refuse_failing(self, peer: str) -> None:
+        """A peer that failed too often gets no more lookups until its bucket refills."""
+        if (wait := self.limiter.refusing(peer)) is not None:
+            raise rate_limited(wait, "too many failed authentications from this address")
 
 
 def rate_limited(wait_s: float, message: str) -> ApiError:

@@ -24,6 +24,8 @@ from consumer.config import Settings
 from tests.api.conftest import UNKNOWN_KEY, ApiServer, api_server, bearer, new_key
 
 OPEN_ROUTES = {"/healthz", "/readyz", "/metrics"}
+# A read that never finds anyone, so its 404 shows the call got through whatever the database holds.
+NOBODY = f"/contacts/{2**63 - 1}"
 OPENAPI = create_app(Settings(log_level="ERROR")).openapi()
 
 
@@ -132,11 +134,11 @@ def test_a_basic_or_empty_authorization_header_is_a_401(guarded: ApiServer) -> N
 def test_a_revocation_takes_effect_within_the_cache_lifetime(database_url: str, tmp_path: Path) -> None:
     key = new_key(database_url)
     with api_server(database_url, tmp_path, env={"API_AUTH_CACHE_TTL_S": "1"}) as api:
-        assert httpx.get(api.url + "/contacts/1", headers=bearer(key)).status_code == 404
+        assert httpx.get(api.url + NOBODY, headers=bearer(key)).status_code == 404
         with psycopg.connect(database_url, autocommit=True) as conn:
             assert revoke_client(conn, client_name(key, conn))
         deadline = time.monotonic() + 20
-        while httpx.get(api.url + "/contacts/1", headers=bearer(key)).status_code != 401:
+        while httpx.get(api.url + NOBODY, headers=bearer(key)).status_code != 401:
             assert time.monotonic() < deadline, "the revoked key is still accepted"
             time.sleep(0.1)
 
@@ -146,27 +148,27 @@ def test_a_cached_key_needs_no_lookup(database_url: str, tmp_path: Path) -> None
     it cannot have seen yet."""
     key = new_key(database_url)
     with api_server(database_url, tmp_path, env={"API_AUTH_CACHE_TTL_S": "600"}) as api:
-        assert httpx.get(api.url + "/contacts/1", headers=bearer(key)).status_code == 404
+        assert httpx.get(api.url + NOBODY, headers=bearer(key)).status_code == 404
         with psycopg.connect(database_url, autocommit=True) as conn:
             assert revoke_client(conn, client_name(key, conn))
-        assert httpx.get(api.url + "/contacts/1", headers=bearer(key)).status_code == 404
+        assert httpx.get(api.url + NOBODY, headers=bearer(key)).status_code == 404
 
 
 def test_over_the_rate_limit_is_a_429_with_a_retry_after_that_holds(
     api: ApiServer, database_url: str
 ) -> None:
     limited = bearer(new_key(database_url, rate_per_s=1, burst=2))
-    statuses = [httpx.get(api.url + "/contacts/1", headers=limited).status_code for _ in range(2)]
+    statuses = [httpx.get(api.url + NOBODY, headers=limited).status_code for _ in range(2)]
     assert statuses == [404, 404]
 
-    refused = httpx.get(api.url + "/contacts/1", headers=limited)
+    refused = httpx.get(api.url + NOBODY, headers=limited)
 
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "rate_limited"
     assert refused.headers["retry-after"] == "1"
-    assert httpx.get(api.url + "/contacts/1", headers=api.headers).status_code == 404, "others go on"
+    assert httpx.get(api.url + NOBODY, headers=api.headers).status_code == 404, "others go on"
     time.sleep(int(refused.headers["retry-after"]))  # what the client was told to do
-    assert httpx.get(api.url + "/contacts/1", headers=limited).status_code == 404
+    assert httpx.get(api.url + NOBODY, headers=limited).status_code == 404
 
 
 def test_the_rate_limit_holds_across_api_processes(database_url: str, tmp_path: Path) -> None:
@@ -177,25 +179,23 @@ def test_the_rate_limit_holds_across_api_processes(database_url: str, tmp_path: 
         for _ in range(20):
             # A new connection each time, so the kernel hands calls to both workers.
             with httpx.Client(base_url=api.url, headers=limited) as http:
-                statuses.append(http.get("/contacts/1").status_code)
+                statuses.append(http.get(NOBODY).status_code)
     assert sorted(statuses) == [404] * 5 + [429] * 15
 
 
 def test_failed_authentications_are_limited_per_peer(database_url: str, tmp_path: Path) -> None:
     env = {"API_AUTH_FAILURE_BURST": "3", "API_AUTH_FAILURES_PER_S": "0.2", "API_AUTH_CACHE_TTL_S": "600"}
     with api_server(database_url, tmp_path, env=env) as api:
-        good = httpx.get(api.url + "/contacts/1", headers=api.headers)
+        good = httpx.get(api.url + NOBODY, headers=api.headers)
         assert good.status_code == 404
-        statuses = [
-            httpx.get(api.url + "/contacts/1", headers=bearer(UNKNOWN_KEY)).status_code for _ in range(4)
-        ]
+        statuses = [httpx.get(api.url + NOBODY, headers=bearer(UNKNOWN_KEY)).status_code for _ in range(4)]
         assert statuses == [401, 401, 401, 429]
-        refused = httpx.get(api.url + "/contacts/1")
+        refused = httpx.get(api.url + NOBODY)
         assert refused.status_code == 429
         assert refused.json()["error"]["code"] == "rate_limited"
         assert 1 <= int(refused.headers["retry-after"]) <= 5
         # A client that proved its key keeps working from the same address.
-        assert httpx.get(api.url + "/contacts/1", headers=api.headers).status_code == 404
+        assert httpx.get(api.url + NOBODY, headers=api.headers).status_code == 404
 
 
 def test_idempotency_keys_are_scoped_per_client(
