@@ -224,6 +224,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="also run each level against a server with API_AUTH=off, and print the ratio",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        choices=range(1, 11),
+        help="with --compare-auth-off: on-off-off-on rounds",
+    )
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="api-bench-") as workdir:
@@ -254,17 +261,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"PostgreSQL {'durable' if args.durable else 'fsync off'}",
                     flush=True,
                 )
-                # Compared, the modes run on, off, off, on (each with its own warm-up and its own
-                # identifiers): a load that drifts during the level weighs on both alike.
+                # Compared, the modes run on, off, off, on, `--rounds` times (each run with its own
+                # warm-up and identifiers): a load that drifts during the level weighs on both alike.
                 order = (
-                    ["auth on", "auth off", "auth off", "auth on"] if args.compare_auth_off else ["auth on"]
+                    ["auth on", "auth off", "auth off", "auth on"] * args.rounds
+                    if args.compare_auth_off
+                    else ["auth on"]
                 )
                 figures: dict[tuple[str, int], tuple[float, float, float]] = {}
                 for level, concurrency in enumerate(args.concurrency):
                     results: dict[str, list[ClientResult]] = {mode: [] for mode in modes}
                     server_cpu = dict.fromkeys(modes, 0.0)
                     for run, mode in enumerate(order):
-                        seed = args.seed * 100 + level * 10 + run
+                        seed = args.seed * 1000 + level * 100 + run
                         server, n = servers_by_mode[mode], args.client_processes
                         measure(server.url, concurrency, n, args.warmup, seed, modes[mode])
                         cpu_before = server.cpu_s()
