@@ -49,13 +49,6 @@ class Authenticator:
         self._ttl_s = ttl_s
         self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
 
-    def cached(self, public_id: str) -> tuple[bool, KeyRecord | None]:
-        """(True, record or None) if the lookup is cached and fresh, else (False, None)."""
-        entry = self._cache.get(public_id)
-        if entry is None or time.monotonic() - entry[0] >= self._ttl_s:
-            return False, None
-        return True, entry[1]
-
     async def lookup(self, public_id: str) -> KeyRecord | None:
         record = await self._database.run(partial(find_key, key_id=public_id))
         if len(self._cache) >= CACHE_MAX_ENTRIES:
@@ -65,13 +58,16 @@ class Authenticator:
 
     async def authenticate(self, key: str, before_lookup: Callable[[], None] = lambda: None) -> Client | None:
         """The client owning this valid key, or None (malformed, unknown, expired or revoked).
-        `before_lookup` runs when the database must be asked, and may refuse by raising."""
+
+        `before_lookup` runs when the database must be asked about a key not known to be good, and may
+        refuse by raising: a key that was valid when last looked up is always looked up again."""
         public = key_id(key)
         if public is None:
             return None
-        hit, record = self.cached(public)
-        if not hit:
-            before_lookup()
+        fetched_at, record = self._cache.get(public, (-math.inf, None))
+        if time.monotonic() - fetched_at >= self._ttl_s:
+            if not (record and record.verify(key)):
+                before_lookup()
             record = await self.lookup(public)
         return record.verify(key) if record else None
 

@@ -87,6 +87,10 @@ def api_server(
         "DATABASE_URL": database_url,
         "LOG_LEVEL": "WARNING",
         "API_POOL_MAX_SIZE": "8",
+        # The failed-authentication bucket of 127.0.0.1 is shared by every server on the test database:
+        # tests that fail on purpose must not lock the others out. Tests of that limit set their own.
+        "API_AUTH_FAILURES_PER_S": str(UNLIMITED),
+        "API_AUTH_FAILURE_BURST": str(UNLIMITED),
         **(env or {}),
     }
     process_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
