@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,6 +14,10 @@ class Settings(BaseSettings):
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/identity"
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # Every service connection (worker, relay, API pool) gives up connecting after this long.
+    database_connect_timeout_s: int = Field(
+        5, ge=1, validation_alias=AliasChoices("database_connect_timeout_s", "worker_db_connect_timeout_s")
+    )
 
     checkout_topic: str = "checkout.events"
     resolved_topic: str = "identity.resolved"
@@ -31,7 +35,6 @@ class Settings(BaseSettings):
     # Backoff for transient failures (database down, DLQ undeliverable): exponential, capped, unbounded.
     worker_retry_initial_s: float = Field(0.5, gt=0)
     worker_retry_max_s: float = Field(30.0, gt=0)
-    worker_db_connect_timeout_s: int = Field(5, ge=1)
     # How long one DLQ delivery attempt may take before it is retried (the consumer keeps polling).
     worker_dlq_timeout_s: float = Field(30.0, gt=0)
     relay_batch_size: int = Field(1000, ge=1)

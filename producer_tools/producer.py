@@ -10,8 +10,9 @@ from typing import Any
 
 from cloudevents.core.bindings.kafka import KafkaMessage, to_structured_event
 from cloudevents.core.v1.event import CloudEvent
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 
+from consumer import kafka
 from consumer.config import Settings, get_settings
 from consumer.contract import CHECKOUT_TYPE
 from consumer.normalize import Normalizer
@@ -46,14 +47,8 @@ class CheckoutProducer:
         self.delivered = 0
         self.failed = 0
         self.errors: list[str] = []
-        self._producer = Producer(
-            {
-                "bootstrap.servers": bootstrap_servers or settings.kafka_bootstrap_servers,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-                **(config or {}),
-            }
+        self._producer = kafka.IdempotentProducer(
+            bootstrap_servers or settings.kafka_bootstrap_servers, client_id="checkout-events", config=config
         )
 
     def send(
@@ -119,19 +114,9 @@ class CheckoutProducer:
         topic: str | None = None,
     ) -> None:
         """Queue arbitrary bytes (malformed events for tests, DLQ replay) on the checkout topic or `topic`."""
-        while True:
-            try:
-                self._producer.produce(
-                    topic or self.topic,
-                    value=value,
-                    key=key,
-                    headers=dict(headers or {}),
-                    on_delivery=self._on_delivery,
-                )
-                break
-            except BufferError:
-                # The local queue is full: serve delivery reports until there is room (librdkafka's idiom).
-                self._producer.poll(0.5)
+        self._producer.produce(
+            topic or self.topic, value, key, headers=dict(headers or {}), on_delivery=self._on_delivery
+        )
         self._producer.poll(0)
 
     def flush(self, timeout: float = 30.0) -> None:

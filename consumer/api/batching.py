@@ -17,8 +17,9 @@ from functools import partial
 import structlog
 
 from consumer.api import metrics
-from consumer.api.db import Database, unavailable
+from consumer.api.db import Database
 from consumer.core import IdempotencyKeyReused, KeyConflict, Request, Resolution, reconcile_batch
+from consumer.db import unavailable
 
 log = structlog.get_logger(__name__)
 
