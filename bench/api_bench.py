@@ -32,7 +32,7 @@ import httpx
 import psycopg
 
 from consumer.core import check_invariants
-from consumer.embedded import free_port, start_postgres
+from consumer.local.embedded import free_port, start_postgres
 from consumer.migrate import migrate
 
 FAST_POSTGRES = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}

@@ -46,7 +46,7 @@ from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
 
-from consumer.embedded import create_topics, free_port, start_broker, start_postgres
+from consumer.local.embedded import create_topics, free_port, start_broker, start_postgres
 from consumer.migrate import migrate
 from producer_tools import CheckoutProducer, SyntheticStream
 

@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from consumer.api import run_api
 
         return run_api(settings, host=args.host, port=args.port, workers=args.workers)
-    from consumer.dev import run_dev
+    from consumer.local.dev import run_dev
 
     return run_dev(settings, clean=args.clean, demo=args.demo)
 

@@ -8,7 +8,7 @@ producer tools) goes through `IdempotentProducer`; every Kafka client logs its c
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -18,7 +18,7 @@ from consumer import db
 
 log = structlog.get_logger(__name__)
 
-Headers = list[tuple[str, str | bytes | None]] | dict[str, str | bytes | None]
+Headers = Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None]
 DeliveryCallback = Callable[[KafkaError | None, Any], None]
 
 
@@ -95,9 +95,10 @@ class IdempotentProducer:
     ) -> None:
         """Queue one message; while the local queue is full, serve delivery reports to make room."""
         self.recover()
+        pairs = list(headers.items() if isinstance(headers, Mapping) else headers or [])
         while True:
             try:
-                self._producer.produce(topic, value, key, headers=headers or [], on_delivery=on_delivery)
+                self._producer.produce(topic, value, key, headers=pairs, on_delivery=on_delivery)
                 return
             except BufferError:
                 self._producer.poll(0.1)

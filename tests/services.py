@@ -31,7 +31,7 @@ def postgres(workdir: Path) -> Iterator[str]:
         with PostgresContainer("postgres:17-alpine", driver=None) as container:
             yield container.get_connection_url()
     else:
-        from consumer.embedded import start_postgres
+        from consumer.local.embedded import start_postgres
 
         server = start_postgres(workdir / "pgdata", keep_data=False, settings=FAST_POSTGRES)
         try:
@@ -50,7 +50,7 @@ def kafka(workdir: Path) -> Iterator[str]:
         with KafkaContainer("apache/kafka:3.9.1").with_kraft() as container:
             yield container.get_bootstrap_server()
     else:
-        from consumer.embedded import start_broker
+        from consumer.local.embedded import start_broker
 
         broker = start_broker(log=workdir / "tansu.log")
         try:

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from consumer.embedded import free_port
+from consumer.local.embedded import free_port
 
 STARTUP_TIMEOUT_S = 30.0
 

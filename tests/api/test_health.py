@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from consumer.embedded import free_port
+from consumer.local.embedded import free_port
 from consumer.migrate import available
 from tests.api.conftest import api_server
 

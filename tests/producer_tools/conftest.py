@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from consumer.config import Settings
-from consumer.embedded import create_topics
+from consumer.local.embedded import create_topics
 
 
 @dataclass(frozen=True)

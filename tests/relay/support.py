@@ -19,7 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from confluent_kafka._types import HeadersType
 
 from consumer.core import Request, reconcile_batch
-from consumer.embedded import create_topics
+from consumer.local.embedded import create_topics
 from consumer.normalize import Normalizer
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from consumer.contract import MERGED_TYPE, RESOLVED_TYPE
-from consumer.embedded import create_topics, free_port, start_broker
+from consumer.local.embedded import create_topics, free_port, start_broker
 from tests.relay.conftest import StartRelay
 from tests.relay.support import (
     PARTITIONS,

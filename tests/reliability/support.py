@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 
 from consumer.core import check_invariants
-from consumer.embedded import create_topics
+from consumer.local.embedded import create_topics
 from tests.relay.support import OutputReader, Service
 from tests.relay.support import Topics as OutputTopics
 from tests.worker.support import SOURCE, Record, clusters, components, envelope, structured

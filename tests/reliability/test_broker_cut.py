@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from consumer.embedded import free_port, start_broker
+from consumer.local.embedded import free_port, start_broker
 from tests.relay.support import OutputReader
 from tests.reliability.support import (
     Stack,

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from consumer.embedded import create_topics
+from consumer.local.embedded import create_topics
 from tests.worker.support import WorkerProcess
 
 StartWorker = Callable[..., WorkerProcess]

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from consumer.core import check_invariants
-from consumer.embedded import EmbeddedPostgres, start_postgres
+from consumer.local.embedded import EmbeddedPostgres, start_postgres
 from consumer.migrate import migrate
 from tests.services import FAST_POSTGRES
 from tests.worker.conftest import StartWorker, Topics

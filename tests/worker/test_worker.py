@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from consumer.core import check_invariants, reconcile_batch
-from consumer.embedded import free_port
+from consumer.local.embedded import free_port
 from consumer.migrate import migrate
 from consumer.normalize import Normalizer
 from consumer.worker.decode import decode, header_dict
