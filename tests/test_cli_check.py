@@ -15,7 +15,7 @@ from psycopg import sql
 from consumer.core import Violation, check_invariants, reconcile
 from consumer.migrate import migrate
 from tests.core.helpers import at, request
-from tests.fresh_database import fresh_database
+from tests.support.services import fresh_database
 
 CHAIN = "secondary not linked straight to a live primary"
 NOT_OLDEST = "primary is not the oldest row of its cluster"

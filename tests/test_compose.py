@@ -23,8 +23,8 @@ import yaml
 from jsonschema import Draft7Validator
 
 from consumer.config import Settings
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SPEC = ROOT / "tests" / "data" / "compose-spec.json"
 APP_SERVICES = ("migrate", "worker", "relay", "api")

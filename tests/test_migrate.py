@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from consumer.migrate import MIGRATIONS_DIR, MigrationError, available, migrate, pending
-from tests.fresh_database import fresh_database
+from tests.support.services import fresh_database
 
 CORE_TABLES = {"contact", "processed_event", "merge_log", "outbox", "schema_migration"}
 # 002 creates a table and 003 counts its own runs in it, so a second application shows as a second row.

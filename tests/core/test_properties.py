@@ -30,8 +30,10 @@ from consumer.core import (
     reconcile_batch,
 )
 from consumer.normalize import Identifiers
-from tests.conftest import reset_database
-from tests.core.helpers import SOURCE, UnionFind, contacts, execute, identifier_keys, outbox
+from tests.core.helpers import contacts, execute, outbox
+from tests.support import SOURCE
+from tests.support.database import reset_database
+from tests.support.graph import UnionFind, identifier_keys
 
 EMAILS = ["a@x.io", "b@x.io", "c@x.io", "d@x.io"]
 PHONES = ["111", "222", "333", "444"]

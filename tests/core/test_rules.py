@@ -21,7 +21,8 @@ from consumer.core import (
     reconcile,
     reconcile_batch,
 )
-from tests.core.helpers import SOURCE, at, contacts, counts, execute, merge_log, outbox, request
+from tests.core.helpers import at, contacts, counts, execute, merge_log, outbox, request
+from tests.support import SOURCE
 
 
 def links(conn: psycopg.Connection[Any]) -> dict[int, int | None]:

@@ -9,7 +9,7 @@ import pytest
 from consumer.normalize import Normalizer
 from producer_tools import CheckoutRecord, SyntheticStream, read_records, synthetic_records
 from producer_tools.cli import main
-from tests.producer_tools.conftest import consume
+from tests.support.kafka import consume
 
 NORMALIZER = Normalizer()
 

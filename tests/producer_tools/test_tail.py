@@ -13,7 +13,7 @@ from confluent_kafka import Producer
 
 from producer_tools.cli import main
 from producer_tools.tail import tail
-from tests.producer_tools.samples import story_events
+from tests.support.samples import story_events
 
 
 def _publish_story(bootstrap: str, resolved: str, merged: str) -> int:
