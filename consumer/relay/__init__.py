@@ -19,6 +19,6 @@ def run_relay(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: relay.stop.set())
     if settings.relay_metrics_port:
-        start_http_server(settings.relay_metrics_port)
+        start_http_server(settings.relay_metrics_port, settings.metrics_host)
     gc.freeze()  # as the worker: full collections need not walk what lives as long as the process
     return relay.run()
