@@ -11,6 +11,7 @@ from anyio import CapacityLimiter
 from fastapi import FastAPI
 from psycopg_pool import ConnectionPool
 
+from consumer import db
 from consumer.api import errors, metrics, routes
 from consumer.api.batching import Reconciler
 from consumer.api.db import Database
@@ -49,7 +50,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         min_size=settings.api_pool_min_size,
         max_size=settings.api_pool_max_size,
         timeout=settings.api_pool_timeout_s,
-        kwargs={"autocommit": True},
+        kwargs=db.connection_kwargs(settings, "identity-api"),
         open=False,
         name="identity-api",
     )
