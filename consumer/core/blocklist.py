@@ -116,6 +116,11 @@ class Blocklist:
         self._known[kind, value] = True
         return int(row[0]), bool(row[1])
 
+    def forget(self, kind: Kind, value: str) -> None:
+        """The value's block was removed in this transaction (after any lookup still to be read)."""
+        self._settle()
+        self._known[kind, value] = False
+
     def _junk(self, kind: Kind, value: str) -> bool:
         return self.guard.junk_patterns and junk_value(kind, value)
 
