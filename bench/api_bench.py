@@ -21,26 +21,26 @@ import multiprocessing
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import aiohttp
-import httpx
 import psutil
 import psycopg
 
 from consumer.clients import Scope, create_client
 from consumer.core import check_invariants
-from consumer.embedded import free_port, start_postgres
+from consumer.local.embedded import start_postgres
 from consumer.migrate import migrate
+from tests.support import FAST_POSTGRES
+from tests.support.processes import ApiServer, api_server
 
-FAST_POSTGRES = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 # Existing customers, one row each. Without them (and ANALYZE) the planner would plan the first
 # minute's queries for an empty table, until autovacuum first analyzes it.
 SEED = """
@@ -131,48 +131,21 @@ async def _client(
     return ClientResult(latencies, errors, time.process_time() - cpu_start)
 
 
-@dataclass
-class Server:
-    url: str
-    pid: int
-
-    def cpu_s(self) -> float:
-        """CPU time used so far by the server: the uvicorn supervisor and its workers."""
-        parent = psutil.Process(self.pid)
-        return sum(sum(p.cpu_times()[:2]) for p in [parent, *parent.children(recursive=True)])
+def server_cpu_s(pid: int) -> float:
+    """CPU time used so far by the API server: the uvicorn supervisor and its workers."""
+    parent = psutil.Process(pid)
+    return sum(sum(p.cpu_times()[:2]) for p in [parent, *parent.children(recursive=True)])
 
 
 @contextmanager
-def api_process(database_url: str, workers: int, pool_size: int, *, auth: bool = True) -> Iterator[Server]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "LOG_LEVEL": "WARNING" if auth else "ERROR",  # not the auth-off warning of each worker
-        "API_POOL_MAX_SIZE": str(pool_size),
-        "API_AUTH": "on" if auth else "off",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "consumer", "api", "--port", str(port), "--workers", str(workers)], env=env
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while not _ready(url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the API server did not become ready")
-            time.sleep(0.1)
-        yield Server(url, process.pid)
-    finally:
-        process.terminate()
-        process.wait(30)
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(url + "/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+def api_process(
+    database_url: str, workers: int, pool_size: int, log_dir: Path, key: str, *, auth: bool = True
+) -> Iterator[ApiServer]:
+    env = {"API_POOL_MAX_SIZE": str(pool_size), "API_AUTH": "on" if auth else "off"}
+    if not auth:
+        env["LOG_LEVEL"] = "ERROR"  # not the auth-off warning of each worker
+    with api_server(database_url, log_dir, workers=workers, env=env, ready="/readyz", key=key) as server:
+        yield server
 
 
 def measure(
@@ -246,14 +219,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 key = create_client(conn, "bench", [Scope.IDENTIFY], rate_per_s=20_000, burst=40_000)
             modes = {"auth on": {"Authorization": f"Bearer {key}"}}
             with ExitStack() as servers:
-                servers_by_mode = {
-                    "auth on": servers.enter_context(api_process(pg.url, args.workers, args.pool_size))
-                }
+                start = partial(api_process, pg.url, args.workers, args.pool_size, Path(workdir), key)
+                servers_by_mode = {"auth on": servers.enter_context(start())}
                 if args.compare_auth_off:
                     modes["auth off"] = {}
-                    servers_by_mode["auth off"] = servers.enter_context(
-                        api_process(pg.url, args.workers, args.pool_size, auth=False)
-                    )
+                    servers_by_mode["auth off"] = servers.enter_context(start(auth=False))
                 print(
                     f"API workers {args.workers}, pool {args.pool_size}/worker, "
                     f"client processes {args.client_processes}, cores {os.cpu_count()}, "
@@ -276,11 +246,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         seed = args.seed * 1000 + level * 100 + run
                         server, n = servers_by_mode[mode], args.client_processes
                         measure(server.url, concurrency, n, args.warmup, seed, modes[mode])
-                        cpu_before = server.cpu_s()
+                        cpu_before = server_cpu_s(server.pid)
                         results[mode] += measure(
                             server.url, concurrency, n, args.seconds, seed + 50, modes[mode]
                         )
-                        server_cpu[mode] += server.cpu_s() - cpu_before
+                        server_cpu[mode] += server_cpu_s(server.pid) - cpu_before
                     for mode, runs in results.items():
                         seconds = args.seconds * order.count(mode)
                         figures[mode, concurrency] = report(

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
 from consumer import queries
 from consumer.clients import Client
+
+T = TypeVar("T")
 
 
 class Action(StrEnum):
@@ -36,6 +38,23 @@ class AuditEntry:
 def record_audit(conn: psycopg.Connection[Any], client: Client, action: Action, ids: Iterable[int]) -> None:
     """Write one audit row. Call it in the transaction that does the work, so both commit or neither."""
     conn.execute(queries.INSERT_AUDIT, [client.name, action.value, list(ids)])
+
+
+def audited(
+    work: Callable[[psycopg.Connection[Any]], T],
+    client: Client,
+    action: Action,
+    ids: Callable[[T], Iterable[int]],
+) -> Callable[[psycopg.Connection[Any]], T]:
+    """`work`, then its audit row on the same connection: for work that runs its own transactions
+    (the row then commits right after the work's; nothing is audited if the work raises)."""
+
+    def run(conn: psycopg.Connection[Any]) -> T:
+        result = work(conn)
+        record_audit(conn, client, action, ids(result))
+        return result
+
+    return run
 
 
 def read_audit(

@@ -13,7 +13,7 @@ import psycopg
 
 from consumer.audit import Action, record_audit
 from consumer.clients import KEY_PATTERN, Client, Scope, authenticate
-from tests.api.conftest import secret_of
+from tests.support.keys import secret_of
 
 
 def identity(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:

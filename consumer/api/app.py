@@ -11,10 +11,12 @@ from anyio import CapacityLimiter
 from fastapi import FastAPI
 from psycopg_pool import ConnectionPool
 
-from consumer.api import auth, errors, metrics, routes
+from consumer import db
+from consumer.api import auth, blocks, errors, metrics, routes
 from consumer.api.batching import Reconciler
 from consumer.api.db import Database
 from consumer.config import Settings, get_settings
+from consumer.core import Guardrails
 from consumer.logs import configure_logging
 from consumer.normalize import Normalizer
 
@@ -36,8 +38,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.normalizer = normalizer
+    app.state.guard = Guardrails.of(settings)
     errors.install(app)
     app.include_router(routes.router)
+    app.include_router(blocks.router)
     app.add_middleware(metrics.MetricsMiddleware)
     openapi = app.openapi()
     openapi["components"]["schemas"]["IdentifyRequest"] = routes.identify_request_schema(normalizer)
@@ -53,7 +57,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         min_size=settings.api_pool_min_size,
         max_size=settings.api_pool_max_size,
         timeout=settings.api_pool_timeout_s,
-        kwargs={"autocommit": True},
+        kwargs=db.connection_kwargs(settings, "identity-api"),
         open=False,
         name="identity-api",
     )
@@ -62,11 +66,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     pool.open(wait=False)
     database = Database(pool, CapacityLimiter(settings.api_pool_max_size))
     reconciler = Reconciler(
-        database, max_batch=settings.api_batch_max_size, drainers=settings.api_batch_drainers
+        database,
+        app.state.guard,
+        max_batch=settings.api_batch_max_size,
+        drainers=settings.api_batch_drainers,
     )
     app.state.database = database
     app.state.reconciler = reconciler
-    app.state.guard = auth.Guard(settings, database)
+    app.state.access = auth.AccessControl(settings, database)
     reconciler.start()
     # Everything allocated so far lives as long as the process: move it out of the collector's reach.
     # A full collection otherwise walks FastAPI's and pydantic's whole heap, a pause of tens of

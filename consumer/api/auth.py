@@ -72,8 +72,8 @@ class Authenticator:
         return record.verify(key) if record else None
 
 
-class Guard:
-    """Authentication, scope and rate limit of one API process (app.state.guard)."""
+class AccessControl:
+    """Authentication, scope and rate limit of one API process (app.state.access)."""
 
     def __init__(self, settings: Settings, database: Database) -> None:
         self.enabled = settings.api_auth
@@ -137,8 +137,8 @@ class RequireScope(SecurityBase):
 
     async def __call__(self, request: Request) -> Client:
         scheme, key = get_authorization_scheme_param(request.headers.get("Authorization"))
-        guard: Guard = request.app.state.guard
-        return await guard.admit(request, key if key and scheme.lower() == "bearer" else None, self.scope)
+        access: AccessControl = request.app.state.access
+        return await access.admit(request, key if key and scheme.lower() == "bearer" else None, self.scope)
 
 
 def _client_of(scope: Scope) -> Any:

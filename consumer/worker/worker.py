@@ -26,12 +26,13 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
 
+from consumer import db, kafka
 from consumer.config import Settings
-from consumer.core import KeyConflict, Request, Resolution, reconcile_batch
+from consumer.core import BlockedInput, Guardrails, KeyConflict, Request, Resolution, Result, reconcile_batch
 from consumer.normalize import Normalizer
 from consumer.worker import metrics
 from consumer.worker.decode import DeadLetter, Reason, decode
-from consumer.worker.dlq import DeadLetterProducer, DeadLetterRecord, DeliveryFailed
+from consumer.worker.dlq import DeadLetterProducer, DeadLetterRecord
 
 log = structlog.get_logger(__name__)
 
@@ -42,13 +43,10 @@ _LAG_INTERVAL_S = 1.0
 _KEY_REUSED = DeadLetter(
     Reason.KEY_REUSED, "this (source, id) was already processed with a different payload; nothing applied"
 )
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Failures that go away by themselves: the database restarting, the broker unreachable."""
-    if isinstance(exc, psycopg.errors.ProgramLimitExceeded):
-        return False  # a value too large for an index will be too large on every retry
-    return isinstance(exc, psycopg.OperationalError | psycopg.errors.ReadOnlySqlTransaction | DeliveryFailed)
+_BLOCKED = DeadLetter(
+    Reason.BLOCKED_IDENTIFIER,
+    "every identifier of the event is blocked; nothing applied (replay it with dlq-replay after an unblock)",
+)
 
 
 @dataclass(eq=False)
@@ -65,6 +63,7 @@ class Worker:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._normalizer = Normalizer.from_settings(settings)
+        self._guard = Guardrails.of(settings)
         self._consumer = Consumer(
             {
                 "bootstrap.servers": settings.kafka_bootstrap_servers,
@@ -133,7 +132,7 @@ class Worker:
             ]
             self._retry("dlq", lambda: self._dlq.deliver(self._still_inflight(records)))
         except Exception as exc:
-            if not (self._stopping and is_transient(exc)):
+            if not (self._stopping and kafka.is_transient(exc)):
                 raise
             log.warning("shutting down during an outage; the batch will be redelivered", count=len(messages))
             self._inflight = []
@@ -152,13 +151,13 @@ class Worker:
         items = list(self._inflight)
         good = [item for item in items if isinstance(item.decoded, Request)]
         requests = [item.decoded for item in good if isinstance(item.decoded, Request)]
-        results: dict[_Item, Resolution | KeyConflict] = {}
+        results: dict[_Item, Result] = {}
         if requests:
             conn = self._connection()
             try:
-                results = dict(zip(good, reconcile_batch(conn, requests), strict=True))
+                results = dict(zip(good, reconcile_batch(conn, requests, self._guard), strict=True))
             except Exception as exc:
-                if is_transient(exc):
+                if kafka.is_transient(exc):
                     self._drop_connection()
                 raise
         return [(item, _result(item, results.get(item))) for item in items]
@@ -190,7 +189,7 @@ class Worker:
     def _retry(self, operation: str, attempt: Callable[[], T]) -> T:
         settings = self._settings
         retrying = Retrying(
-            retry=retry_if_exception(is_transient),
+            retry=retry_if_exception(kafka.is_transient),
             wait=wait_exponential_jitter(
                 initial=settings.worker_retry_initial_s,
                 max=settings.worker_retry_max_s,
@@ -237,11 +236,7 @@ class Worker:
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(
-                self._settings.database_url,
-                autocommit=True,
-                connect_timeout=self._settings.worker_db_connect_timeout_s,
-            )
+            self._conn = db.connect(self._settings, "identity-worker")
         return self._conn
 
     def _drop_connection(self) -> None:
@@ -303,7 +298,7 @@ class Worker:
         if error.fatal():
             self._fatal = error
             self._stopping = True
-        log.warning("kafka client error", error=error.name(), detail=error.str())
+        kafka.log_client_error("identity-worker", error)
 
     def _update_lag(self) -> None:
         now = time.monotonic()
@@ -329,11 +324,13 @@ class Worker:
             raise KafkaException(self._fatal)
 
 
-def _result(item: _Item, result: Resolution | KeyConflict | None) -> Resolution | DeadLetter:
+def _result(item: _Item, result: Result | None) -> Resolution | DeadLetter:
     if isinstance(item.decoded, DeadLetter):
         return item.decoded
     if isinstance(result, KeyConflict):
         return _KEY_REUSED
+    if isinstance(result, BlockedInput):
+        return _BLOCKED
     assert result is not None
     return result
 

@@ -21,7 +21,8 @@ import pytest
 from consumer.api.app import create_app
 from consumer.clients import Scope, revoke_client
 from consumer.config import Settings
-from tests.api.conftest import UNKNOWN_KEY, ApiServer, api_server, bearer, new_key
+from tests.support.keys import UNKNOWN_KEY, bearer, new_key
+from tests.support.processes import ApiServer, api_server
 
 OPEN_ROUTES = {"/healthz", "/readyz", "/metrics"}
 # A read that never finds anyone, so its 404 shows the call got through whatever the database holds.

@@ -18,11 +18,15 @@ import pytest
 from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tests.api.conftest import api_server, new_key
-from tests.fresh_database import fresh_database
-from tests.relay.support import OutputReader
-from tests.reliability.support import ROOT, Stack, StackTopics, processed, unpublished, wait_for
-from tests.worker.support import envelope, produce, structured
+from tests.support import ROOT
+from tests.support.database import processed, unpublished
+from tests.support.kafka import OutputReader, envelope, produce, structured
+from tests.support.keys import new_key
+from tests.support.polling import wait_until
+from tests.support.processes import api_server
+from tests.support.services import fresh_database
+from tests.support.stack import Stack
+from tests.support.topics import Topics
 
 DOC = ROOT / "docs" / "security.md"
 
@@ -86,8 +90,8 @@ def test_services_run_as_runtime_roles_without_superuser_rights(
             conn.execute(documented_grants(roles).encode())
         key = new_key(urls["owner"], rate_per_s=100, burst=100)
 
-        stack = Stack(urls["owner"], kafka_bootstrap, StackTopics.create(kafka_bootstrap, 2), tmp_path)
-        reader = OutputReader(kafka_bootstrap, [stack.topics.outputs.resolved, stack.topics.outputs.merged])
+        stack = Stack(urls["owner"], kafka_bootstrap, Topics.create(kafka_bootstrap, 2), tmp_path)
+        reader = OutputReader(kafka_bootstrap, stack.topics.outputs)
         try:
             with api_server(urls["api"], tmp_path, key=key) as api:
                 stack.start("worker", DATABASE_URL=urls["worker"])
@@ -114,13 +118,13 @@ def test_services_run_as_runtime_roles_without_superuser_rights(
                 contact = answer.json()["contact"]["primaryContactId"]
                 read = httpx.get(f"{api.url}/contacts/{contact}", headers=api.headers, timeout=10)
                 assert read.status_code == 200, read.text
-                wait_for(
+                wait_until(
                     lambda: processed(urls["owner"]) == len(events), 60, "the events, as the worker's role"
                 )
-                wait_for(lambda: unpublished(urls["owner"]) == 0, 60, "the outbox published")
+                wait_until(lambda: unpublished(urls["owner"]) == 0, 60, "the outbox published")
                 # 3 resolved, 1 merged, 1 for the API call; the relay also pruned them (DELETE).
                 reader.read_until(lambda m: len({x.id for x in m}) >= 5)
-                wait_for(
+                wait_until(
                     lambda: any(s.logged("outbox pruned") for s in stack.services), 30, "the relay to prune"
                 )
             for service in stack.services:

@@ -9,18 +9,12 @@ import psycopg
 import pytest
 
 from consumer.core import check_invariants
-from tests.worker.conftest import StartWorker, Topics
-from tests.worker.support import (
-    Record,
-    clusters,
-    components,
-    count,
-    envelope,
-    processed,
-    produce,
-    structured,
-    wait_until,
-)
+from tests.support.database import processed, scalar
+from tests.support.graph import UNGUARDED, UNGUARDED_ENV, clusters, components
+from tests.support.kafka import Record, envelope, produce, structured
+from tests.support.polling import wait_until
+from tests.support.processes import StartService
+from tests.support.topics import Topics
 
 EVENTS = 3000
 KILLS = 3
@@ -51,7 +45,7 @@ def synthetic(rng: random.Random) -> tuple[list[Record], list[tuple[str | None, 
 @pytest.mark.slow
 @pytest.mark.parametrize("partitions", [4])
 def test_sigkill_at_random_moments_applies_every_event_exactly_once(
-    start_worker: StartWorker, topics: Topics, kafka_bootstrap: str, database_url: str
+    start_worker: StartService, topics: Topics, kafka_bootstrap: str, database_url: str
 ) -> None:
     seed = random.randrange(2**32)
     rng = random.Random(seed)
@@ -59,7 +53,7 @@ def test_sigkill_at_random_moments_applies_every_event_exactly_once(
     produce(kafka_bootstrap, topics.checkout, records)
 
     for kill in range(KILLS):
-        worker = start_worker(WORKER_BATCH_SIZE="40")
+        worker = start_worker(WORKER_BATCH_SIZE="40", **UNGUARDED_ENV)
         # Kill somewhere inside the next stretch of the stream, at a moment the test does not choose.
         target = processed(database_url) + rng.randrange(150, EVENTS // (KILLS + 1))
 
@@ -69,22 +63,24 @@ def test_sigkill_at_random_moments_applies_every_event_exactly_once(
         wait_until(reached, 90, f"progress before kill {kill} (seed {seed})")
         worker.kill()
     # A SIGKILLed member keeps its partitions until its session times out; the survivor then takes all.
-    start_worker(WORKER_BATCH_SIZE="40")
+    start_worker(WORKER_BATCH_SIZE="40", **UNGUARDED_ENV)
     wait_until(lambda: processed(database_url) == EVENTS, 120, f"every event (seed {seed})")
 
-    assert count(database_url, "SELECT count(*) FROM outbox WHERE event_type = 'identity.resolved'") == EVENTS
     assert (
-        count(
+        scalar(database_url, "SELECT count(*) FROM outbox WHERE event_type = 'identity.resolved'") == EVENTS
+    )
+    assert (
+        scalar(
             database_url,
             "SELECT count(DISTINCT payload->'data'->>'sourceEventId') FROM outbox"
             " WHERE event_type = 'identity.resolved'",
         )
         == EVENTS
     )
-    assert count(database_url, "SELECT count(*) FROM outbox WHERE event_type = 'identity.merged'") == count(
+    assert scalar(database_url, "SELECT count(*) FROM outbox WHERE event_type = 'identity.merged'") == scalar(
         database_url, "SELECT count(*) FROM merge_log"
     )
-    assert count(database_url, "SELECT count(*) - count(DISTINCT source_event_id) FROM contact") == 0
+    assert scalar(database_url, "SELECT count(*) - count(DISTINCT source_event_id) FROM contact") == 0
     with psycopg.connect(database_url) as conn:
-        assert check_invariants(conn) == [], f"seed {seed}"
+        assert check_invariants(conn, UNGUARDED) == [], f"seed {seed}"
     assert clusters(database_url) == components(pairs), f"seed {seed}"
