@@ -267,5 +267,26 @@ def test_auth_off_opens_every_route_and_says_so(
         assert answer.status_code == 200
         primary = answer.json()["contact"]["primaryContactId"]
         assert httpx.get(f"{api.url}/contacts/{primary}").status_code == 200
-    assert "API_AUTH=off: EVERY ROUTE IS OPEN" in api.log.read_text()
+    assert "API_AUTH=off: EVERY ROUTE IS OPEN" in api.log_path.read_text()
     assert db.execute("SELECT client FROM audit_log").fetchall() == [("anonymous",)]
+
+
+def test_admin_actions_are_audited_and_name_the_client(
+    client: httpx.Client, api: ApiServer, db: psycopg.Connection[Any]
+) -> None:
+    created = client.post("/blocked-values", json={"phoneNumber": "555 0100", "reason": "the shop's till"})
+    assert created.status_code == 201, created.text
+    block = created.json()["block"]
+    assert client.get("/blocked-values").json()["items"] == [block]
+    assert client.delete(f"/blocked-values/{block['id']}").status_code == 200
+
+    name = client_name(api.key, db)
+    assert block["addedBy"] == name
+    rows = db.execute("SELECT client, action, ids FROM audit_log ORDER BY id").fetchall()
+    db.commit()
+    assert rows == [
+        (name, "blocked_value.add", [block["id"]]),
+        (name, "blocked_value.list", [block["id"]]),
+        (name, "blocked_value.remove", [block["id"]]),
+    ]
+    assert "0100" not in str(rows)
