@@ -185,3 +185,21 @@ def test_phone_shapes_close_to_addresses_and_dates_are_still_masked(phone: str) 
     scrubbed = scrub(f"call {phone} now")
     assert isinstance(scrubbed, str)
     assert not any(c.isdigit() for c in re.sub(r"sha256:[0-9a-f]+", "", scrubbed))
+
+
+def test_a_record_after_stderr_was_swapped_and_closed_goes_to_the_new_stderr(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pytest swaps sys.stderr and closes the old one; an atexit hook's late record must not fail."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    try:
+        configure_logging(Settings(log_format="json"))
+        monkeypatch.setattr("sys.stderr", second)
+        first.close()
+        logging.getLogger("late").warning("after the swap")
+    finally:
+        root.handlers[:], root.level = handlers, level
+    assert json.loads(second.getvalue())["event"] == "after the swap"
