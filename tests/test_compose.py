@@ -100,7 +100,8 @@ def test_images_are_pinned() -> None:
     assert set(pulled) == {"postgres", "kafka", "kafka-init"}
     for name, image in pulled.items():
         repository, _, tag = image.partition(":")
-        assert tag and tag != "latest", f"{name}: {image} is not pinned"
+        assert tag, f"{name}: {image} is not pinned"
+        assert tag != "latest", f"{name}: {image} is not pinned"
         if repository == "apache/kafka":
             assert re.fullmatch(r"\d+\.\d+\.\d+", tag), f"{name}: pin an exact Kafka version"
     assert pulled["kafka"] == pulled["kafka-init"], "the topic tool matches the broker"
@@ -113,9 +114,10 @@ def test_app_environment_names_are_settings_and_their_values_parse(service: str)
     environment: dict[str, Any] = services()[service]["environment"]
     fields = {name.upper() for name in Settings.model_fields}
     assert set(environment) <= fields, "every variable is a setting the service reads"
-    settings = Settings(**{k.lower(): str(v) for k, v in environment.items()})
+    settings = Settings.model_validate({k.lower(): str(v) for k, v in environment.items()})
     assert settings.kafka_bootstrap_servers == "kafka:19092"
-    assert settings.database_url.startswith("postgresql://") and "@postgres:5432/" in settings.database_url
+    assert settings.database_url.startswith("postgresql://")
+    assert "@postgres:5432/" in settings.database_url
 
 
 def test_topics_created_are_the_settings_defaults(tmp_path: Path) -> None:
@@ -136,7 +138,8 @@ def test_topics_created_are_the_settings_defaults(tmp_path: Path) -> None:
     created: dict[str, int] = {}
     for line in calls.read_text().splitlines():
         args = line.split()
-        assert "--create" in args and "--if-not-exists" in args
+        assert "--create" in args
+        assert "--if-not-exists" in args
         assert args[args.index("--bootstrap-server") + 1] == "kafka:19092"
         created[args[args.index("--topic") + 1]] = int(args[args.index("--partitions") + 1])
 
@@ -176,7 +179,7 @@ def test_startup_order_health_checks_and_restart_policies() -> None:
         assert s[service]["restart"] == "on-failure", service
         assert "healthcheck" not in s[service]
     assert "8000" in {str(p).rsplit(":", 1)[-1] for p in s["api"]["ports"]}
-    settings = Settings(**{k.lower(): str(v) for k, v in s["api"]["environment"].items()})
+    settings = Settings.model_validate({k.lower(): str(v) for k, v in s["api"]["environment"].items()})
     assert (settings.api_host, settings.api_port) == ("0.0.0.0", 8000)
     assert f":{settings.api_port}/readyz" in " ".join(s["api"]["healthcheck"]["test"])
     for service, port in (("worker", settings.worker_metrics_port), ("relay", settings.relay_metrics_port)):

@@ -16,6 +16,8 @@ def test_every_setting_is_in_the_configuration_table() -> None:
 
 def test_the_quickstart_commands_exist() -> None:
     root = Path(__file__).resolve().parent.parent
-    assert "./scripts/dev.sh" in README and (root / "scripts" / "dev.sh").exists()
-    assert "./scripts/test.sh" in README and (root / "scripts" / "test.sh").exists()
+    assert "./scripts/dev.sh" in README
+    assert (root / "scripts" / "dev.sh").exists()
+    assert "./scripts/test.sh" in README
+    assert (root / "scripts" / "test.sh").exists()
     assert "scripts/test.sh" in (root / ".ci" / "run").read_text()

@@ -247,7 +247,8 @@ def test_primary_demoted_while_waiting_for_its_lock(db: psycopg.Connection[Any],
         thread.join(30)
     (answer,) = answers
     assert (answer.outcome, answer.contact.primary_id) == (Outcome.MATCHED, 1)
-    assert answer.contact.emails == ("x@x.io", "y@x.io") and answer.contact.secondary_ids == (2,)
+    assert answer.contact.emails == ("x@x.io", "y@x.io")
+    assert answer.contact.secondary_ids == (2,)
 
 
 def test_batch_goes_on_around_an_identifier_locked_elsewhere(
@@ -312,4 +313,5 @@ def test_batch_goes_on_around_a_cluster_locked_elsewhere(
         Outcome.MATCHED,
     ]
     last = results[2]
-    assert isinstance(last, Resolution) and last.contact.phone_numbers == ("111", "333")
+    assert isinstance(last, Resolution)
+    assert last.contact.phone_numbers == ("111", "333")

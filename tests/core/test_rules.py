@@ -79,7 +79,8 @@ def test_new_value_on_a_match_creates_a_secondary(db: psycopg.Connection[Any]) -
     reconcile(db, request("a@x.io", "111", event="e1"))
     new_phone = reconcile(db, request("a@x.io", "222", event="e2"))
     new_email = reconcile(db, request("b@x.io", None, event="e3"))
-    assert new_phone.outcome is Outcome.CREATED_SECONDARY and new_phone.contact_id == 2
+    assert new_phone.outcome is Outcome.CREATED_SECONDARY
+    assert new_phone.contact_id == 2
     assert new_email.outcome is Outcome.CREATED_PRIMARY, "an email alone that matches nothing is new"
     only_email = reconcile(db, request("c@x.io", "222", event="e4"))
     assert only_email == Resolution(
@@ -147,7 +148,8 @@ def test_merge_keeps_the_older_cluster_whichever_side_it_is(db: psycopg.Connecti
 
     winner, loser = (1, 2) if older == "email" else (2, 1)
     assert answer.merge == Merge(winner, (loser,), ())
-    assert answer.outcome is Outcome.MERGED and answer.contact_id is None
+    assert answer.outcome is Outcome.MERGED
+    assert answer.contact_id is None
     first, second = (
         (("e@x.io", "111"), ("p@x.io", "222")) if older == "email" else (("p@x.io", "222"), ("e@x.io", "111"))
     )
@@ -348,7 +350,8 @@ def test_same_key_same_payload_is_a_duplicate_and_writes_nothing(db: psycopg.Con
 
     again = reconcile(db, request(" B@X.io ", "(111)", event="e2", when=at("2023-01-01"), order_id="o-2"))
 
-    assert again.duplicate and not first.duplicate
+    assert again.duplicate
+    assert not first.duplicate
     assert (again.outcome, again.contact_id, again.contact, again.merge) == (
         first.outcome,
         first.contact_id,
@@ -363,7 +366,8 @@ def test_duplicate_returns_the_first_answer_even_after_later_changes(db: psycopg
     first = reconcile(db, request("a@x.io", "111", event="e1"))
     reconcile(db, request("b@x.io", "111", event="e2"))
     again = reconcile(db, request("a@x.io", "111", event="e1"))
-    assert again.duplicate and again.contact == first.contact
+    assert again.duplicate
+    assert again.contact == first.contact
 
 
 @pytest.mark.parametrize(
@@ -379,7 +383,8 @@ def test_same_key_different_payload_is_rejected_and_writes_nothing(
     with pytest.raises(IdempotencyKeyReused) as info:
         reconcile(db, request(email, phone, event="e1", order_id=order_id))
     assert info.value.conflict == KeyConflict(SOURCE, "e1")
-    assert "a@x.io" not in str(info.value) and "111" not in str(info.value)
+    assert "a@x.io" not in str(info.value)
+    assert "111" not in str(info.value)
     assert reconcile_batch(db, [request(email, phone, event="e1", order_id=order_id)]) == [
         KeyConflict(SOURCE, "e1")
     ]
@@ -404,10 +409,11 @@ def test_duplicates_and_conflicts_inside_one_batch(db: psycopg.Connection[Any]) 
         ],
     )
     first, duplicate, conflict, second = results
-    assert (
-        isinstance(first, Resolution) and isinstance(duplicate, Resolution) and isinstance(second, Resolution)
-    )
-    assert duplicate.duplicate and duplicate.contact == first.contact
+    assert isinstance(first, Resolution)
+    assert isinstance(duplicate, Resolution)
+    assert isinstance(second, Resolution)
+    assert duplicate.duplicate
+    assert duplicate.contact == first.contact
     assert conflict == KeyConflict(SOURCE, "e1")
     assert second.outcome is Outcome.CREATED_SECONDARY
     assert counts(db) == {"contact": 2, "processed_event": 2, "merge_log": 0, "outbox": 2}
