@@ -2,7 +2,7 @@
 SOURCES = consumer producer_tools tests bench
 IN_VENV = EXTRAS=dev . scripts/venv.sh &&
 
-.PHONY: dev test lint format typecheck docs bench
+.PHONY: dev test lint format typecheck docs lock bench
 
 dev:  ## the whole stack locally (identity dev)
 	./scripts/dev.sh
@@ -21,6 +21,10 @@ typecheck:
 
 docs:  ## regenerate docs/schemas/ and the settings tables
 	bash -c '$(IN_VENV) python -m consumer.schemas && python -m consumer.settings_doc'
+
+lock:  ## requirements.lock: the runtime dependencies, pinned with hashes, that the Docker image installs
+	bash -c '$(IN_VENV) pip-compile --quiet --strip-extras --generate-hashes --no-emit-index-url \
+		--no-emit-find-links --output-file requirements.lock pyproject.toml'
 
 bench:  ## the pipeline and API benchmarks (minutes; they load the machine)
 	bash -c '$(IN_VENV) python -m bench.pipeline_bench && python -m bench.api_bench'

@@ -52,7 +52,7 @@ from tenacity import (
 from consumer import db, kafka, queries
 from consumer.config import Settings
 from consumer.contract import MERGED_TYPE, RESOLVED_TYPE
-from consumer.relay.metrics import BACKLOG, LATENCY, LEADER, PUBLISHED
+from consumer.relay.metrics import BACKLOG, HEARTBEAT, LATENCY, LEADER, PUBLISHED
 
 log = structlog.get_logger(__name__)
 
@@ -110,6 +110,7 @@ class OutboxRelay:
         return 0
 
     def _step(self) -> None:
+        HEARTBEAT.set_to_current_time()
         lock_conn, conn = self._connect()
         if not self._leader and not self._take_lead(lock_conn):
             self._sleep(self.settings.relay_poll_interval_s)
@@ -237,6 +238,7 @@ class OutboxRelay:
         )
 
     def _sleep(self, seconds: float) -> None:
+        HEARTBEAT.set_to_current_time()  # waiting out a failure is alive too
         self.stop.wait(seconds)
 
 
