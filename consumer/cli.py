@@ -102,11 +102,11 @@ def _command(commands: Any, name: str, text: str) -> argparse.ArgumentParser:
 
 
 def _check(settings: Settings) -> int:
-    from consumer.core import check_invariants
+    from consumer.core import Guardrails, check_invariants
 
     try:
         with psycopg.connect(settings.database_url) as conn:
-            violations = check_invariants(conn)
+            violations = check_invariants(conn, Guardrails.of(settings))
     except psycopg.Error as exc:
         print(f"error: could not check the database: {exc}", file=sys.stderr)
         return 2

@@ -10,11 +10,13 @@ import os
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Beyond this, more API processes mostly add connections (API_POOL_MAX_SIZE each) and contention.
 API_WORKERS_CAP = 4
+# The blocklist hash key's default, for local runs only: `identity` warns when it is in use elsewhere.
+DEV_HASH_KEY = "identity-reconciliation-insecure-dev-key"
 
 
 def available_cpus() -> int:
@@ -113,6 +115,22 @@ class Settings(BaseSettings):
     phone_max_length: int = Field(32, ge=3, description="longer phones are rejected")
     email_validation: bool = Field(
         False, description="reject emails that are not syntactically valid (`email-validator`)"
+    )
+
+    # Guardrails (docs/guardrails.md).
+    max_links_per_value: int = Field(
+        20, ge=1, description="Rule 13: a value linked to more distinct values of the other kind is blocked."
+    )
+    max_identifiers_per_identity: int = Field(
+        100, ge=2, description="Rule 14: the most distinct emails and phones one identity may hold."
+    )
+    blocklist_patterns: bool = Field(
+        True, description="Treat values matching the shipped junk patterns (docs/guardrails.md) as blocked."
+    )
+    identity_hash_key: SecretStr = Field(
+        SecretStr(DEV_HASH_KEY),
+        description="Secret key of the blocklist's value hashes (HMAC-SHA256); set your own in production "
+        "and never change it (existing blocks would no longer match).",
     )
 
     dev_data_dir: str = Field(".local", description="`identity dev`: where PostgreSQL keeps its data")

@@ -6,8 +6,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from consumer.contract import MERGED_TYPE, RESOLVED_TYPE
-from consumer.core.graph import Applied
+from consumer.contract import MERGED_TYPE, RESOLVED_TYPE, SPLIT_TYPE
+from consumer.core.graph import Applied, Merge
+from consumer.core.guard import Split
 
 EVENT_SOURCE = "urn:identity-reconciliation"
 _ID_NAMESPACE = uuid.UUID("6f1c3c56-8d0e-4e8b-9a59-7f2ad3c1b0e4")
@@ -43,18 +44,37 @@ def outbox_events(
         "contactId": applied.contact_id,
         "contact": contact,
     }
-    timestamp = time.isoformat()
-    events = [_envelope(RESOLVED_TYPE, source, event_id, key, timestamp, resolved)]
+    events = [_envelope(RESOLVED_TYPE, source, event_id, key, time.isoformat(), resolved)]
     if applied.merge is not None:
-        merged: dict[str, object] = {
-            "sourceEventId": event_id,
-            "survivingPrimaryId": applied.merge.surviving_primary_id,
-            "mergedPrimaryIds": list(applied.merge.merged_primary_ids),
-            "relinkedContactIds": list(applied.merge.relinked_contact_ids),
-            "contact": contact,
-        }
-        events.append(_envelope(MERGED_TYPE, source, event_id, key, timestamp, merged))
+        events.append(merged_event(source, event_id, applied.merge, time, contact))
     return events
+
+
+def merged_event(
+    source: str, event_id: str, merge: Merge, time: datetime, contact: dict[str, object]
+) -> OutboxEvent:
+    """`identity.merged`, keyed by the surviving primary; `contact` is its identity's document."""
+    merged: dict[str, object] = {
+        "sourceEventId": event_id,
+        "survivingPrimaryId": merge.surviving_primary_id,
+        "mergedPrimaryIds": list(merge.merged_primary_ids),
+        "relinkedContactIds": list(merge.relinked_contact_ids),
+        "contact": contact,
+    }
+    key = str(merge.surviving_primary_id)
+    return _envelope(MERGED_TYPE, source, event_id, key, time.isoformat(), merged)
+
+
+def split_event(split: Split, time: datetime) -> OutboxEvent:
+    """`identity.split`, keyed by the former primary; its id derives from the cause and that primary."""
+    data: dict[str, object] = {
+        "cause": {"type": split.cause_type, "id": split.cause_id},
+        "formerPrimaryId": split.former_primary_id,
+        "identities": [view.document() for view in split.identities],
+    }
+    key = str(split.former_primary_id)
+    source = f"{EVENT_SOURCE}:{split.cause_type}"
+    return _envelope(SPLIT_TYPE, source, f"{split.cause_id}:{key}", key, time.isoformat(), data)
 
 
 def _envelope(

@@ -13,7 +13,7 @@ import httpx
 import psycopg
 import pytest
 
-from consumer.core.reconcile import lock_key
+from consumer.core.blocklist import lock_key
 from tests.support.metrics import samples, value
 from tests.support.processes import ApiServer, api_server
 
