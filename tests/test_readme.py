@@ -1,4 +1,4 @@
-"""The README documents every setting and the two set-up commands CI relies on."""
+"""The docs' configuration page lists every setting, and the README the two set-up commands CI relies on."""
 
 from __future__ import annotations
 
@@ -6,12 +6,20 @@ from pathlib import Path
 
 from consumer.config import Settings
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+CONFIGURATION = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
 
 
 def test_every_setting_is_in_the_configuration_table() -> None:
-    missing = [name.upper() for name in Settings.model_fields if f"| `{name.upper()}` |" not in README]
-    assert not missing, f"README configuration table lacks {missing}"
+    missing = [name.upper() for name in Settings.model_fields if f"| `{name.upper()}` |" not in CONFIGURATION]
+    assert not missing, f"docs/configuration.md lacks {missing}"
+    assert "docs/configuration.md" in README
+
+
+def test_every_docs_page_is_linked_from_the_readme() -> None:
+    pages = {f"docs/{page.name}" for page in (ROOT / "docs").glob("*.md")}
+    assert {page for page in pages if f"({page})" not in README} == set()
 
 
 def test_the_quickstart_commands_exist() -> None:
