@@ -163,7 +163,7 @@ def _announce(settings: Settings, database_url: str, bootstrap: str, api_url: st
     say("dev", f"API         {api_url}  (metrics at /metrics)")
     for name, port in (("worker", settings.worker_metrics_port), ("relay", settings.relay_metrics_port)):
         if port:
-            say("dev", f"metrics     {name}: http://127.0.0.1:{port}/metrics")
+            say("dev", f"metrics     {name}: http://{settings.metrics_host}:{port}/metrics")
 
 
 def _write_env(path: Path, variables: dict[str, str]) -> None:
