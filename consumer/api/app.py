@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from psycopg_pool import ConnectionPool
 
 from consumer import db
-from consumer.api import errors, metrics, routes
+from consumer.api import blocks, errors, metrics, routes
 from consumer.api.batching import Reconciler
 from consumer.api.db import Database
 from consumer.config import Settings, get_settings
@@ -44,9 +44,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.normalizer = normalizer
+    app.state.guard = Guardrails.of(settings)
     _serve_docs(app)
     errors.install(app)
     app.include_router(routes.router)
+    app.include_router(blocks.router)
     app.add_middleware(metrics.MetricsMiddleware)
     app.openapi()["components"]["schemas"]["IdentifyRequest"] = routes.identify_request_schema(normalizer)
     return app
@@ -86,7 +88,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     database = Database(pool, CapacityLimiter(settings.api_pool_max_size))
     reconciler = Reconciler(
         database,
-        Guardrails.of(settings),
+        app.state.guard,
         max_batch=settings.api_batch_max_size,
         drainers=settings.api_batch_drainers,
     )

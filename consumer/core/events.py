@@ -65,13 +65,18 @@ def merged_event(
     return _envelope(MERGED_TYPE, source, event_id, key, time.isoformat(), merged)
 
 
-def split_event(split: Split, time: datetime) -> OutboxEvent:
-    """`identity.split`, keyed by the former primary; its id derives from the cause and that primary."""
-    data: dict[str, object] = {
+def split_document(split: Split) -> dict[str, object]:
+    """`identity.split`'s data (`SplitData`)."""
+    return {
         "cause": {"type": split.cause_type, "id": split.cause_id},
         "formerPrimaryId": split.former_primary_id,
         "identities": [view.document() for view in split.identities],
     }
+
+
+def split_event(split: Split, time: datetime) -> OutboxEvent:
+    """`identity.split`, keyed by the former primary; its id derives from the cause and that primary."""
+    data = split_document(split)
     key = str(split.former_primary_id)
     source = f"{EVENT_SOURCE}:{split.cause_type}"
     return _envelope(SPLIT_TYPE, source, f"{split.cause_id}:{key}", key, time.isoformat(), data)
