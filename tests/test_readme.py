@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from consumer.config import Settings
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 CONFIGURATION = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
 

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from consumer.contract import SplitData
-from tests.api.test_errors import error
+from tests.support.http import error
 
 DOC = {"email": "doc@hillvalley.edu", "phoneNumber": "555-0100"}
 MARTY = {"email": "marty@hillvalley.edu", "phoneNumber": "555-0100"}

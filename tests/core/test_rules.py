@@ -200,8 +200,7 @@ def test_demoted_primary_secondaries_are_relinked_to_the_winner(db: psycopg.Conn
         )
     ]
     assert [
-        (m["surviving_primary_id"], m["merged_primary_ids"], m["relinked_contact_ids"])
-        for m in merge_log(db)
+        (m["surviving_primary_id"], m["merged_primary_ids"], m["relinked_contact_ids"]) for m in merge_log(db)
     ] == [(1, [3], [4, 5])]
 
 
