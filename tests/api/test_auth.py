@@ -62,7 +62,7 @@ def call(api: ApiServer, method: str, path: str, headers: dict[str, str]) -> htt
     """The route with every path parameter 1 and, for a body, an empty object: enough to pass or
     fail the access check, which comes before anything else."""
     url = api.url + re.sub(r"\{[^}]+\}", "1", path)
-    body = {} if method in {"POST", "PUT", "PATCH"} else None
+    body: dict[str, object] | None = {} if method in {"POST", "PUT", "PATCH"} else None
     return httpx.request(method, url, json=body, headers=headers, timeout=10)
 
 
@@ -82,7 +82,8 @@ def keys(database_url: str) -> dict[str, str]:
             "SELECT c.name FROM api_key k JOIN api_client c ON c.id = k.client_id WHERE k.key_id = %s",
             [found["revoked"][4:16]],
         ).fetchone()
-        assert row is not None and revoke_client(conn, row[0])
+        assert row is not None
+        assert revoke_client(conn, row[0])
     for scope in Scope:
         found[f"only {scope}"] = new_key(database_url, [scope])
         found[f"all but {scope}"] = new_key(database_url, set(Scope) - {scope})
@@ -94,7 +95,8 @@ def test_every_route_but_health_readiness_and_metrics_needs_a_scope() -> None:
     for method, path, scope in ROUTES:
         assert (scope is None) == (path in OPEN_ROUTES), f"{method} {path} requires {scope}"
     scopes = {path: scope for _, path, scope in GUARDED}
-    assert scopes["/identify"] == Scope.IDENTIFY and scopes["/contacts/{contact_id}"] == Scope.READ
+    assert scopes["/identify"] == Scope.IDENTIFY
+    assert scopes["/contacts/{contact_id}"] == Scope.READ
 
 
 @pytest.mark.parametrize(("method", "path", "scope"), GUARDED, ids=[f"{m} {p}" for m, p, _ in GUARDED])
@@ -117,7 +119,8 @@ def test_access_to_every_route(
     response = call(guarded, method, path, headers)
 
     if case == "key with the scope":
-        assert response.status_code not in {401, 403, 429} and response.status_code < 500, response.text
+        assert response.status_code not in {401, 403, 429}, response.text
+        assert response.status_code < 500, response.text
         return
     expected = (403, "forbidden") if case == "key without the scope" else (401, "unauthorized")
     assert (response.status_code, response.json()["error"]["code"]) == expected, response.text

@@ -52,10 +52,12 @@ def test_an_empty_bucket_is_refused_locally_until_it_refills(database: Database,
     limiter, bucket = RateLimiter(database), f"peer:{uuid.uuid4().hex}"
     first, second, third = takes(limiter, bucket, 3, 0.01, 2)
     assert (first, second) == (None, None)
-    assert third is not None and 99 < third <= 100, "one token at 0.01/s: up to 100 s"
+    assert third is not None
+    assert 99 < third <= 100, "one token at 0.01/s: up to 100 s"
     before = tokens_left(database_url, bucket)
     (again,) = takes(limiter, bucket, 1, 0.01, 2)
-    assert again is not None and again <= third
+    assert again is not None
+    assert again <= third
     assert tokens_left(database_url, bucket) == before, "refused without asking the database"
     assert RateLimiter(database).refusing(bucket) is None, "another process learns it from the database"
 
