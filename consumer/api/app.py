@@ -50,7 +50,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes.router)
     app.include_router(blocks.router)
     app.add_middleware(metrics.MetricsMiddleware)
-    app.openapi()["components"]["schemas"]["IdentifyRequest"] = routes.identify_request_schema(normalizer)
+    schemas = app.openapi()["components"]["schemas"]
+    schemas["IdentifyRequest"] = routes.identify_request_schema(normalizer)
+    schemas["BlockRequest"] = blocks.block_request_schema(normalizer)
     return app
 
 
