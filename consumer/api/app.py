@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(metrics.MetricsMiddleware)
     openapi = app.openapi()
     openapi["components"]["schemas"]["IdentifyRequest"] = routes.identify_request_schema(normalizer)
+    openapi["components"]["schemas"]["BlockRequest"] = blocks.block_request_schema(normalizer)
     auth.document(openapi)
     return app
 
