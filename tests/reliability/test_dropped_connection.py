@@ -79,7 +79,10 @@ def test_worker_and_api_keep_their_connections_alive_and_recover_when_they_drop(
         worker = stack.start("worker")
         produce(stack.bootstrap, stack.topics.checkout, [structured(envelope("a0", "a0@example.com"))])
         wait_until(lambda: processed(database_url) == 1, 60, "the first event")
-        with api_server(url, tmp_path, ready="/readyz") as api, httpx.Client(base_url=api.url) as http:
+        with (
+            api_server(url, tmp_path, ready="/readyz") as api,
+            httpx.Client(base_url=api.url, headers=api.headers) as http,
+        ):
             assert http.post("/identify", json={"email": "caller@example.org"}).status_code == 200
             # Idle now: the kernel keeps probing each connection, so a vanished peer is noticed.
             wait_until(lambda: armed(worker, proxy.port), 30, "the worker's keepalive timers")
