@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     checkout_topic: str = "checkout.events"
     resolved_topic: str = "identity.resolved"
     merged_topic: str = "identity.merged"
+    split_topic: str = Field("identity.split", description="Output topic of identity.split (rule 15).")
+    erased_topic: str = Field("identity.erased", description="Output topic of identity.erased (rule 17).")
     dlq_topic: str = "checkout.events.dlq"
     kafka_group_id: str = "identity-worker"
     # Tansu delays a group join by about half the session timeout; 6 s keeps joins quick.

@@ -61,6 +61,8 @@ def run_dev(settings: Settings, *, clean: bool = False, demo: bool = False) -> i
                 settings.checkout_topic: settings.dev_checkout_partitions,
                 settings.resolved_topic: settings.dev_checkout_partitions,
                 settings.merged_topic: settings.dev_checkout_partitions,
+                settings.split_topic: settings.dev_checkout_partitions,
+                settings.erased_topic: settings.dev_checkout_partitions,
                 settings.dlq_topic: 1,
             },
         )

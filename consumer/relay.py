@@ -55,7 +55,7 @@ from tenacity import (
 
 from consumer import queries
 from consumer.config import Settings
-from consumer.contract import MERGED_TYPE, RESOLVED_TYPE
+from consumer.contract import ERASED_TYPE, MERGED_TYPE, RESOLVED_TYPE, SPLIT_TYPE
 
 log = structlog.get_logger(__name__)
 
@@ -97,7 +97,12 @@ class OutboxRelay:
     def __init__(self, settings: Settings, stop: threading.Event | None = None) -> None:
         self.settings = settings
         self.stop = stop or threading.Event()
-        self._topics = {RESOLVED_TYPE: settings.resolved_topic, MERGED_TYPE: settings.merged_topic}
+        self._topics = {
+            RESOLVED_TYPE: settings.resolved_topic,
+            MERGED_TYPE: settings.merged_topic,
+            SPLIT_TYPE: settings.split_topic,
+            ERASED_TYPE: settings.erased_topic,
+        }
         self._lock_conn: psycopg.Connection[Any] | None = None
         self._conn: psycopg.Connection[Any] | None = None
         self._producer: Any = None
@@ -152,6 +157,15 @@ class OutboxRelay:
         return True
 
     def _publish_round(self, conn: psycopg.Connection[Any]) -> int:
+        # Held from reading the rows until they are marked: an erasure waits for the round, so no
+        # payload read before it committed is published after it (rule 17).
+        conn.execute(queries.OUTBOX_ROUND_LOCK)
+        try:
+            return self._publish_rows(conn)
+        finally:
+            conn.execute(queries.OUTBOX_ROUND_UNLOCK)
+
+    def _publish_rows(self, conn: psycopg.Connection[Any]) -> int:
         cursor = conn.execute(queries.OUTBOX_UNPUBLISHED, [self.settings.relay_batch_size])
         rows = [OutboxRow(*r) for r in cursor.fetchall()]
         if not rows:

@@ -11,7 +11,7 @@ from anyio import CapacityLimiter
 from fastapi import FastAPI
 from psycopg_pool import ConnectionPool
 
-from consumer.api import errors, metrics, routes
+from consumer.api import errors, lifecycle, metrics, routes
 from consumer.api.batching import Reconciler
 from consumer.api.db import Database
 from consumer.config import Settings, get_settings
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.normalizer = normalizer
     errors.install(app)
     app.include_router(routes.router)
+    app.include_router(lifecycle.router)
     app.add_middleware(metrics.MetricsMiddleware)
     app.openapi()["components"]["schemas"]["IdentifyRequest"] = routes.identify_request_schema(normalizer)
     return app
