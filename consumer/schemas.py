@@ -16,10 +16,12 @@ from pydantic import BaseModel
 
 from consumer.contract import (
     CHECKOUT_TYPE,
+    ERASED_TYPE,
     MERGED_TYPE,
     RESOLVED_TYPE,
     CheckoutData,
     CloudEvent,
+    ErasedData,
     IdentifyResponse,
     MergedData,
     ResolvedData,
@@ -50,6 +52,13 @@ def schemas() -> dict[str, dict[str, Any]]:
             MergedData,
             "serialization",
             "One whenever a primary contact is demoted to secondary; keyed by the surviving primary id.",
+        ),
+        f"{ERASED_TYPE}.json": _event(
+            ERASED_TYPE,
+            ErasedData,
+            "serialization",
+            "One per identity an erasure request deleted rows of (ids only, no personal data); keyed by "
+            "the former primary id, followed by the identity.split saying what remains.",
         ),
         "identify-response.json": _document(
             "identify-response.json",
