@@ -171,46 +171,60 @@ ACTIVE_BLOCKS = """
 SELECT value_hash, id, reason FROM blocked_value WHERE removed_at IS NULL AND value_hash = ANY(%s)"""
 # The history of the identity whose rows have the ids %(ids)s and the values hashed %(hashes)s: one
 # page after the cursor (at, rank, id), in causal order within one instant: block, unblock, erasure,
-# split, merge. A block shows its value only if the identity holds it.
+# split, merge. The lineage adds the former primaries the identity was split from, each until that
+# split, so a row that was a plain secondary still sees its former identity's merges, and not what
+# happened to that identity afterwards. A block shows its value only if the identity holds it.
 IDENTITY_HISTORY = """
-WITH ids AS (
-    SELECT array_agg(i::bigint) AS a FROM jsonb_array_elements_text(%(ids)s::jsonb) AS i
-), erasure_splits AS (
-    SELECT s.cause_id FROM split_log AS s, ids
-    WHERE s.cause_type = 'erasure' AND (s.former_primary_id = ANY(ids.a) OR s.primary_ids && ids.a)
+WITH RECURSIVE lineage(id, until) AS (
+    SELECT i::bigint, 'infinity'::timestamptz FROM jsonb_array_elements_text(%(ids)s::jsonb) AS i
+    UNION
+    SELECT s.former_primary_id, least(l.until, s.split_at)
+    FROM lineage AS l JOIN split_log AS s ON s.primary_ids @> ARRAY[l.id] AND s.split_at <= l.until
 ), history AS (
     SELECT b.created_at AS at, 0 AS rank, b.id, jsonb_build_object(
         'type', 'block', 'at', b.created_at, 'id', b.id, 'kind', b.kind,
         'value', CASE WHEN b.value_hash = ANY(%(hashes)s) THEN b.value END, 'reason', b.reason,
         'addedBy', b.added_by, 'identityId', b.identity_id) AS entry
-    FROM blocked_value AS b, ids WHERE b.value_hash = ANY(%(hashes)s) OR b.identity_id = ANY(ids.a)
+    FROM blocked_value AS b
+    WHERE b.value_hash = ANY(%(hashes)s) OR b.id IN (
+        SELECT x.id FROM lineage AS l
+        JOIN blocked_value AS x ON x.identity_id = l.id AND x.created_at <= l.until)
     UNION ALL
     SELECT b.removed_at, 1, b.id, jsonb_build_object(
         'type', 'unblock', 'at', b.removed_at, 'id', b.id, 'kind', b.kind,
         'value', CASE WHEN b.value_hash = ANY(%(hashes)s) THEN b.value END, 'removedBy', b.removed_by)
-    FROM blocked_value AS b, ids
-    WHERE b.removed_at IS NOT NULL AND (b.value_hash = ANY(%(hashes)s) OR b.identity_id = ANY(ids.a))
+    FROM blocked_value AS b
+    WHERE b.removed_at IS NOT NULL AND (b.value_hash = ANY(%(hashes)s) OR b.id IN (
+        SELECT x.id FROM lineage AS l
+        JOIN blocked_value AS x ON x.identity_id = l.id AND x.removed_at <= l.until))
     UNION ALL
     SELECT e.requested_at, 2, e.id, jsonb_build_object(
         'type', 'erasure', 'at', e.requested_at, 'id', e.id, 'kind', e.kind, 'requestedBy', e.requested_by,
         'erasedContactIds', e.erased_contact_ids, 'formerPrimaryIds', e.former_primary_ids)
-    FROM erasure_request AS e, ids
-    WHERE e.former_primary_ids && ids.a OR e.id IN (SELECT cause_id FROM erasure_splits)
+    FROM erasure_request AS e
+    WHERE e.id IN (
+        SELECT x.id FROM lineage AS l
+        JOIN erasure_request AS x ON x.former_primary_ids @> ARRAY[l.id] AND x.requested_at <= l.until)
     UNION ALL
     SELECT s.split_at, 3, s.id, jsonb_build_object(
         'type', 'split', 'at', s.split_at, 'id', s.id,
         'cause', jsonb_build_object('type', s.cause_type, 'id', s.cause_id),
         'formerPrimaryId', s.former_primary_id, 'primaryIds', s.primary_ids)
-    FROM split_log AS s, ids WHERE s.former_primary_id = ANY(ids.a) OR s.primary_ids && ids.a
+    FROM split_log AS s
+    WHERE s.id IN (
+        SELECT x.id FROM lineage AS l JOIN split_log AS x
+        ON (x.former_primary_id = l.id OR x.primary_ids @> ARRAY[l.id]) AND x.split_at <= l.until)
     UNION ALL
     SELECT m.merged_at, 4, m.id, jsonb_build_object(
         'type', 'merge', 'at', m.merged_at, 'id', m.id, 'source', m.source,
         'sourceEventId', m.source_event_id, 'email', m.email, 'phoneNumber', m.phone_number,
         'survivingPrimaryId', m.surviving_primary_id, 'mergedPrimaryIds', m.demoted_primary_ids,
         'relinkedContactIds', m.relinked_contact_ids)
-    FROM merge_log AS m, ids
-    WHERE m.surviving_primary_id = ANY(ids.a) OR m.demoted_primary_ids && ids.a
-       OR m.relinked_contact_ids && ids.a
+    FROM merge_log AS m
+    WHERE m.id IN (
+        SELECT x.id FROM lineage AS l JOIN merge_log AS x
+        ON (x.surviving_primary_id = l.id OR x.demoted_primary_ids @> ARRAY[l.id]
+            OR x.relinked_contact_ids @> ARRAY[l.id]) AND x.merged_at <= l.until)
 )
 SELECT at, rank, id, entry FROM history
 WHERE %(after_at)s::timestamptz IS NULL
