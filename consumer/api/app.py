@@ -38,7 +38,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes.router)
     app.include_router(lifecycle.router)
     app.add_middleware(metrics.MetricsMiddleware)
-    app.openapi()["components"]["schemas"]["IdentifyRequest"] = routes.identify_request_schema(normalizer)
+    components = app.openapi()["components"]["schemas"]
+    components["IdentifyRequest"] = routes.identify_request_schema(normalizer)
+    components["ErasureRequest"] = lifecycle.erasure_request_schema(components["IdentifyRequest"])
     return app
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Path, Query
@@ -15,7 +15,7 @@ from consumer.api.responses import json_response
 from consumer.contract import ErasureResponse, ExplainResponse
 from consumer.core import Guardrails
 from consumer.core.erasure import erase
-from consumer.core.explain import BadCursor, NotInIdentity, explain
+from consumer.core.explain import CURSOR_PATTERN, BadCursor, NotInIdentity, explain
 
 log = structlog.get_logger(__name__)
 router = APIRouter()
@@ -24,13 +24,25 @@ MAX_CONTACT_ID = 2**63 - 1
 ContactId = Annotated[int, Path(ge=1, le=MAX_CONTACT_ID, description="Any live contact id of the identity.")]
 
 
+def erasure_request_schema(identify: dict[str, Any]) -> dict[str, Any]:
+    """The POST /erasure-requests body: the /identify body's values, exactly one of them present."""
+    schema = {key: value for key, value in identify.items() if key != "anyOf"}
+    return {
+        **schema,
+        "title": "ErasureRequest",
+        "description": "Exactly one of `email` and `phoneNumber`, present and not blank; normalized as by "
+        "POST /identify. Other properties are ignored.",
+        "oneOf": identify["anyOf"],
+    }
+
+
 @router.get(
     "/contacts/{contact_id}/explain",
     operation_id="explainContact",
     summary="Why the contacts of an identity are one customer: rows, links, blocked values, history",
     response_model=ExplainResponse,
     response_model_by_alias=True,
-    responses=responses(404, 422, 503),
+    responses=responses(404, 409, 422, 503),
 )
 async def explain_contact(
     contact_id: ContactId,
@@ -42,7 +54,11 @@ async def explain_contact(
     ] = None,
     history_after: Annotated[
         str | None,
-        Query(alias="historyAfter", max_length=200, description="`historyNext` of the previous page."),
+        Query(
+            alias="historyAfter",
+            pattern=f"^{CURSOR_PATTERN}$",
+            description="`historyNext` of the previous page.",
+        ),
     ] = None,
 ) -> Response:
     work = partial(
@@ -51,8 +67,9 @@ async def explain_contact(
     try:
         document = await database.run(work)
     except NotInIdentity:
+        # The request is well formed; the graph, as it is now, has no such path.
         message = "`to` is not a live contact of the same identity"
-        raise ApiError(422, "not_same_identity", message, "to") from None
+        raise ApiError(409, "not_same_identity", message, "to") from None
     except BadCursor:
         message = "historyAfter is not a cursor from this API"
         raise ApiError(422, "invalid_cursor", message, "historyAfter") from None
@@ -70,18 +87,7 @@ async def explain_contact(
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "description": "Exactly one of `email` and `phoneNumber`.",
-                        "properties": {
-                            "email": {"type": ["string", "null"]},
-                            "phoneNumber": {"type": ["string", "integer", "null"]},
-                        },
-                    }
-                }
-            },
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErasureRequest"}}},
         }
     },
 )
