@@ -40,16 +40,28 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str =
 class Topics:
     resolved: str
     merged: str
+    split: str
+    erased: str
 
     @classmethod
     def create(cls, bootstrap: str, prefix: str = "relay") -> Topics:
         tag = uuid.uuid4().hex[:8]
-        topics = cls(f"{prefix}-{tag}.identity.resolved", f"{prefix}-{tag}.identity.merged")
-        create_topics(bootstrap, {topics.resolved: PARTITIONS, topics.merged: PARTITIONS})
+        topics = cls(
+            *(f"{prefix}-{tag}.identity.{kind}" for kind in ("resolved", "merged", "split", "erased"))
+        )
+        create_topics(bootstrap, dict.fromkeys(topics.all(), PARTITIONS))
         return topics
 
+    def all(self) -> list[str]:
+        return [self.resolved, self.merged, self.split, self.erased]
+
     def env(self) -> dict[str, str]:
-        return {"RESOLVED_TOPIC": self.resolved, "MERGED_TOPIC": self.merged}
+        return {
+            "RESOLVED_TOPIC": self.resolved,
+            "MERGED_TOPIC": self.merged,
+            "SPLIT_TOPIC": self.split,
+            "ERASED_TOPIC": self.erased,
+        }
 
 
 class Service:
