@@ -15,7 +15,7 @@ from consumer.core.events import EVENT_SOURCE, output_event_id
 from consumer.core.reconcile import with_identities
 from consumer.normalize import Identifiers
 from tests.core.helpers import NORMALIZER, at, contacts, counts, merge_log, outbox, request, table
-from tests.services import pg_dump
+from tests.support.services import pg_dump
 
 LORRAINE, MCFLY, DOC, BIFF = (
     "lorraine@hillvalley.edu",

@@ -17,7 +17,7 @@ from consumer.core.erasure import erase
 from consumer.core.explain import BadCursor, NotInIdentity, explain
 from consumer.core.reconcile import with_identities
 from consumer.normalize import Identifiers
-from tests.conftest import reset_database
+from tests.support.database import reset_database
 from tests.core.helpers import contacts, execute, request, table
 from tests.core.test_erasure import GUARD, LORRAINE, MCFLY, hillvalley
 

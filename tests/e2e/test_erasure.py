@@ -4,23 +4,23 @@ then the database dumped whole, the published events read back, and the old even
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
-import pytest
 
 from consumer.contract import ERASED_TYPE, SPLIT_TYPE
 from consumer.core import check_invariants
 from consumer.core.events import EVENT_SOURCE, output_event_id
 from producer_tools import CheckoutProducer
-from tests.api.conftest import api_server
-from tests.relay.support import OutputReader, wait_until
-from tests.reliability.support import Stack, processed, unpublished
-from tests.services import pg_dump
+from tests.support.database import processed, unpublished
+from tests.support.kafka import OutputReader
+from tests.support.polling import wait_until
+from tests.support.processes import api_server
+from tests.support.services import pg_dump
+from tests.support.stack import Stack
 
 SOURCE = "urn:e2e:checkout"
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -44,13 +44,6 @@ def carries(text: str, value: str) -> bool:
     return any(form in text for form in forms(value))
 
 
-@pytest.fixture
-def outputs(pipeline: Stack) -> Iterator[OutputReader]:
-    reader = OutputReader(pipeline.bootstrap, pipeline.topics.outputs.all())
-    yield reader
-    reader.close()
-
-
 def view(primary: int, emails: list[str], phones: list[str], secondaries: list[int]) -> dict[str, Any]:
     return {
         "primaryContatctId": primary,
@@ -62,12 +55,12 @@ def view(primary: int, emails: list[str], phones: list[str], secondaries: list[i
 
 
 def test_an_erased_email_is_nowhere_and_comes_back_with_no_event(
-    pipeline: Stack, db: psycopg.Connection[Any], outputs: OutputReader, tmp_path: Path
+    stack: Stack, db: psycopg.Connection[Any], reader: OutputReader, tmp_path: Path
 ) -> None:
-    url = pipeline.database_url
-    send(pipeline.bootstrap, pipeline.topics.checkout, CHECKOUTS)
-    pipeline.start("worker")
-    relay = pipeline.start("relay")
+    url = stack.database_url
+    send(stack.bootstrap, stack.topics.checkout, CHECKOUTS)
+    stack.start("worker")
+    relay = stack.start("relay")
     wait_until(lambda: processed(url, SOURCE) == 3, 60, "the checkouts applied")
     with api_server(url, tmp_path) as api, httpx.Client(base_url=api.url, timeout=30) as client:
         # A merge through the API: McFly's email with Doc's phone, both known, so no row holds the pair.
@@ -76,7 +69,7 @@ def test_an_erased_email_is_nowhere_and_comes_back_with_no_event(
         )
         assert merge.json()["contact"]["secondaryContactIds"] == [2, 3]
         wait_until(lambda: unpublished(url) == 0, 30, "the first events published")
-        before = len(outputs.read_until(lambda m: len(m) >= 5))
+        before = len(reader.read_until(lambda m: len(m) >= 5))
         # Biff's answer and event hold McFly's email; they wait unpublished while the erasure runs.
         assert relay.stop() == 0
         biff = client.post("/identify", json={"email": BIFF, "phoneNumber": "717171"})
@@ -103,11 +96,11 @@ def test_an_erased_email_is_nowhere_and_comes_back_with_no_event(
 
     # The old checkout redelivered, then a new one: one partition, so the new one comes after it.
     send(
-        pipeline.bootstrap,
-        pipeline.topics.checkout,
+        stack.bootstrap,
+        stack.topics.checkout,
         [CHECKOUTS[1], ("e4", "george@hillvalley.edu", "919191")],
     )
-    pipeline.start("relay")
+    stack.start("relay")
     wait_until(lambda: processed(url, SOURCE) == 4, 60, "the new checkout applied")
     wait_until(lambda: unpublished(url) == 0, 30, "everything published")
     live = db.execute("SELECT id, linked_id FROM contact WHERE deleted_at IS NULL ORDER BY id").fetchall()
@@ -116,15 +109,15 @@ def test_an_erased_email_is_nowhere_and_comes_back_with_no_event(
     assert check_invariants(db) == []
     assert not carries(pg_dump(url), MCFLY)
 
-    after = outputs.read_until(lambda m: len(m) >= before + 4)[before:]
+    after = reader.read_until(lambda m: len(m) >= before + 4)[before:]
     assert all(not carries(json.dumps(o.value, ensure_ascii=False), MCFLY) for o in after)
     erased = next(o for o in after if o.value["type"] == ERASED_TYPE)
     split = next(o for o in after if o.value["type"] == SPLIT_TYPE)
     source = f"{EVENT_SOURCE}:erasure"
     assert (erased.topic, erased.key, split.topic, split.key) == (
-        pipeline.topics.outputs.erased,
+        stack.topics.erased,
         "1",
-        pipeline.topics.outputs.split,
+        stack.topics.split,
         "1",
     )
     assert erased.value["id"] == output_event_id(source, f"{request_id}:1", ERASED_TYPE)

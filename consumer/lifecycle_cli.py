@@ -1,9 +1,95 @@
-"""`identity explain` and `identity erase` output for people: the documents the API answers, as text."""
+"""`identity erase` and `identity explain` (rules 17-18): the API's documents, as JSON or as text."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 from collections import defaultdict
 from typing import Any
+
+import psycopg
+
+from consumer import queries
+from consumer.config import Settings
+from consumer.guard_cli import ACTOR
+from consumer.core import Guardrails
+from consumer.core.erasure import erase
+from consumer.core.explain import BadCursor, NotInIdentity, explain
+from consumer.core.links import Kind
+from consumer.normalize import IdentifierError, Normalizer
+
+
+def register(commands: Any) -> None:
+    """Add the commands to `identity`'s subparsers; each sets its handler as `run`."""
+    erasing = commands.add_parser("erase", help="erase an email or a phone number everywhere (docs/erasure.md)")
+    value = erasing.add_mutually_exclusive_group(required=True)
+    value.add_argument("--email", help="the email to erase (normalized as the API does)")
+    value.add_argument("--phone", help="the phone number to erase (normalized as the API does)")
+    erasing.add_argument("--dry-run", action="store_true", help="print what it would do, change nothing")
+    erasing.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    erasing.set_defaults(run=_erase)
+    explaining = commands.add_parser("explain", help="why an identity's contacts are linked (docs/explain.md)")
+    what = explaining.add_mutually_exclusive_group(required=True)
+    what.add_argument("--contact-id", type=int, help="any live contact id of the identity")
+    what.add_argument("--email", help="explain the identity of the oldest live row holding it")
+    what.add_argument("--phone", help="explain the identity of the oldest live row holding it")
+    explaining.add_argument("--to", type=int, metavar="ID", help="also the path to this contact")
+    explaining.add_argument("--history-after", metavar="CURSOR", help="the next page of a long history")
+    explaining.add_argument("--json", action="store_true", help="print the API's JSON document")
+    explaining.set_defaults(run=_explain)
+
+
+def _erase(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        kind, value = _one_value(settings, args.email, args.phone)
+    except IdentifierError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with psycopg.connect(settings.database_url) as conn:
+        erasure = erase(
+            conn, kind, value, ACTOR, Guardrails.of(settings), dry_run=args.dry_run
+        )
+    document = erasure.document()
+    print(json.dumps(document, indent=2) if args.json else erasure_text(document, args.dry_run))
+    return 0
+
+
+def _explain(args: argparse.Namespace, settings: Settings) -> int:
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        contact_id: int | None = args.contact_id
+        try:
+            if contact_id is None:
+                kind, value = _one_value(settings, args.email, args.phone)
+                other = "phone" if kind == "email" else "email"
+                found = conn.execute(queries.ROW_HOLDING, {kind: value, other: None}).fetchone()
+                contact_id = None if found is None else found[0]
+            document = (
+                None
+                if contact_id is None
+                else explain(
+                    conn,
+                    contact_id,
+                    to=args.to,
+                    guard=Guardrails.of(settings),
+                    history_after=args.history_after,
+                )
+            )
+        except (IdentifierError, NotInIdentity, BadCursor) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    if document is None:
+        print("error: no live contact has this id or value", file=sys.stderr)
+        return 1
+    print(json.dumps(document, indent=2) if args.json else explanation_text(document))
+    return 0
+
+
+def _one_value(settings: Settings, email: str | None, phone: str | None) -> tuple[Kind, str]:
+    """The normalized value of --email or --phone (exactly one is set)."""
+    ids = Normalizer.from_settings(settings).identifiers(email, phone)
+    return ("email", ids.email) if ids.email is not None else ("phone", ids.partition_key)
+
 
 
 def explanation_text(document: dict[str, Any]) -> str:
