@@ -150,6 +150,15 @@ class Settings(BaseSettings):
         """API_WORKERS, or what fits the machine."""
         return self.api_workers or min(available_cpus(), API_WORKERS_CAP)
 
+    def output_topics(self) -> dict[str, str]:
+        """The topic of each output event type (`consumer.contract`'s `*_TYPE`)."""
+        return {
+            "identity.resolved": self.resolved_topic,
+            "identity.merged": self.merged_topic,
+            "identity.split": self.split_topic,
+            "identity.erased": self.erased_topic,
+        }
+
 
 @lru_cache
 def get_settings() -> Settings:

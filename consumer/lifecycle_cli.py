@@ -12,24 +12,24 @@ import psycopg
 
 from consumer import queries
 from consumer.config import Settings
-from consumer.guard_cli import ACTOR
 from consumer.core import Guardrails
 from consumer.core.erasure import erase
 from consumer.core.explain import BadCursor, NotInIdentity, explain
 from consumer.core.links import Kind
+from consumer.guard_cli import ACTOR
 from consumer.normalize import IdentifierError, Normalizer
 
 
 def register(commands: Any) -> None:
     """Add the commands to `identity`'s subparsers; each sets its handler as `run`."""
-    erasing = commands.add_parser("erase", help="erase an email or a phone number everywhere (docs/erasure.md)")
+    erasing = commands.add_parser("erase", help="erase an email or a phone everywhere (docs/erasure.md)")
     value = erasing.add_mutually_exclusive_group(required=True)
     value.add_argument("--email", help="the email to erase (normalized as the API does)")
     value.add_argument("--phone", help="the phone number to erase (normalized as the API does)")
     erasing.add_argument("--dry-run", action="store_true", help="print what it would do, change nothing")
     erasing.add_argument("--json", action="store_true", help="print the API's JSON answer")
     erasing.set_defaults(run=_erase)
-    explaining = commands.add_parser("explain", help="why an identity's contacts are linked (docs/explain.md)")
+    explaining = commands.add_parser("explain", help="why contacts are one identity (docs/explain.md)")
     what = explaining.add_mutually_exclusive_group(required=True)
     what.add_argument("--contact-id", type=int, help="any live contact id of the identity")
     what.add_argument("--email", help="explain the identity of the oldest live row holding it")
@@ -47,9 +47,7 @@ def _erase(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     with psycopg.connect(settings.database_url) as conn:
-        erasure = erase(
-            conn, kind, value, ACTOR, Guardrails.of(settings), dry_run=args.dry_run
-        )
+        erasure = erase(conn, kind, value, ACTOR, Guardrails.of(settings), dry_run=args.dry_run)
     document = erasure.document()
     print(json.dumps(document, indent=2) if args.json else erasure_text(document, args.dry_run))
     return 0
@@ -89,7 +87,6 @@ def _one_value(settings: Settings, email: str | None, phone: str | None) -> tupl
     """The normalized value of --email or --phone (exactly one is set)."""
     ids = Normalizer.from_settings(settings).identifiers(email, phone)
     return ("email", ids.email) if ids.email is not None else ("phone", ids.partition_key)
-
 
 
 def explanation_text(document: dict[str, Any]) -> str:

@@ -11,8 +11,8 @@ from consumer.api.batching import Reconciler
 from consumer.api.db import Database
 from consumer.api.errors import ApiError
 from consumer.config import Settings
-from consumer.core.links import Kind
 from consumer.core import Guardrails
+from consumer.core.links import Kind
 from consumer.normalize import Identifiers, Normalizer
 
 

