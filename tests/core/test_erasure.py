@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import random
+import threading
 from typing import Any
 
 import psycopg
 
+from consumer import queries
 from consumer.contract import ERASED_TYPE, SPLIT_TYPE, ErasedData, SplitData
-from consumer.core import Guardrails, Request, check_invariants, reconcile
-from consumer.core.blocklist import value_hash
-from consumer.core.erasure import erase
+from consumer.core import Guardrails, Request, check_invariants, reconcile, reconcile_batch
+from consumer.core.blocklist import lock_key, value_hash
+from consumer.core.erasure import Erasure, erase
 from consumer.core.events import EVENT_SOURCE, output_event_id
 from consumer.core.reconcile import with_identities
 from consumer.normalize import Identifiers
 from tests.core.helpers import NORMALIZER, at, contacts, counts, merge_log, outbox, request, table
+from tests.core.test_concurrency import run_concurrently, start_until_it_waits
 from tests.support.services import pg_dump
 
 LORRAINE, MCFLY, DOC, BIFF = (
@@ -211,3 +215,62 @@ def test_an_erased_blocked_value_stays_blocked_by_its_hash(
     refused = reconcile(db, request("new@hillvalley.edu", "123456", event="e9")).contact
     assert refused.phone_numbers == ()
     assert counts(db)["contact"] == before["contact"] + 1
+
+
+def test_an_erasure_waits_for_a_writer_of_the_value_and_erases_its_row_too(
+    db: psycopg.Connection[Any], database_url: str
+) -> None:
+    hillvalley(db)
+    erased: list[Erasure] = []
+    with psycopg.connect(database_url) as writer, psycopg.connect(database_url, autocommit=True) as eraser:
+        # A transaction writing McFly's email, holding its lock as every writer of it does.
+        writer.execute(queries.LOCK_KEYS, [f"[{lock_key('email', MCFLY)}]"])
+        writer.execute(
+            "INSERT INTO contact (id, email, phone_number, linked_id, link_precedence, created_at,"
+            " updated_at, source, source_event_id)"
+            " VALUES (9, %s, '5550142', 1, 'secondary', now(), now(), 'test', 'w')",
+            [MCFLY],
+        )
+        thread = start_until_it_waits(
+            db,
+            eraser,
+            lambda: erased.append(erase(eraser, "email", MCFLY, "operator:test", GUARD)),
+            "the erasure should wait for the value's lock",
+        )
+        writer.commit()
+        thread.join(30)
+
+    (erasure,) = erased
+    assert erasure.erased_contact_ids == (2, 9)
+    assert MCFLY not in pg_dump(database_url)
+    assert check_invariants(db) == []
+
+
+def test_erasures_racing_with_batches_and_api_calls_keep_every_invariant(
+    db: psycopg.Connection[Any], database_url: str
+) -> None:
+    emails = [MCFLY, LORRAINE, DOC, BIFF, "george@hillvalley.edu"]
+    phones = ["123456", "717171", "919191"]
+
+    def work(n: int, conn: psycopg.Connection[Any], start: threading.Barrier) -> None:
+        rng = random.Random(n)
+        for round_ in range(25):
+            if n == 0:
+                erase(conn, "email", MCFLY, "operator:test", GUARD)
+                erase(conn, "phone", rng.choice(phones), "operator:test", GUARD)
+                continue
+            inputs = [(rng.choice(emails), rng.choice(phones)) for _ in range(4)]
+            if n % 2:  # a worker batch
+                batch = [request(e, p, event=f"w{n}-{round_}-{i}") for i, (e, p) in enumerate(inputs)]
+                reconcile_batch(conn, batch, GUARD)
+            else:  # API calls with an Idempotency-Key, whose answers keep the identity's values
+                for i, (e, p) in enumerate(inputs):
+                    reconcile(conn, api_call(e, p, f"a{n}-{round_}-{i}"), GUARD)
+
+    run_concurrently(4, work, database_url)
+
+    assert check_invariants(db) == []
+    db.commit()  # check_invariants' reads opened a transaction: the erasure must not join it
+    erase(db, "email", MCFLY, "operator:test", GUARD)
+    assert MCFLY not in pg_dump(database_url)
+    assert check_invariants(db) == []
