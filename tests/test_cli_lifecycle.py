@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from typing import Any
 
 import psycopg
@@ -13,16 +10,7 @@ import psycopg
 from consumer.core.erasure import erase
 from consumer.core.explain import explain
 from tests.core.test_erasure import DOC, GUARD, MCFLY, hillvalley
-
-
-def identity(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "consumer", *args],
-        env={**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from tests.support.processes import identity
 
 
 def test_explain_prints_the_tree_and_the_path(db: psycopg.Connection[Any], database_url: str) -> None:

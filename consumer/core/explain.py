@@ -19,8 +19,7 @@ import psycopg
 
 from consumer import queries
 from consumer.core.blocklist import Blocklist, Guardrails, value_hash
-from consumer.core.graph import Contact as _Contact
-from consumer.core.graph import IdentityGraph
+from consumer.core.graph import Contact, IdentityGraph
 from consumer.core.guard import links_of
 from consumer.core.links import AGE, Kind, Link, path, spanning_tree, values_of
 from consumer.core.reconcile import DEFAULT_GUARDRAILS
@@ -34,16 +33,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+@dataclass(slots=True)
+class Row(Contact):
     """A live row with its provenance (rule 11)."""
 
-    id: int
-    email: str | None
-    phone_number: str | None
-    linked_id: int | None
-    created_at: datetime
-    updated_at: datetime
     source: str
     source_event_id: str
 
@@ -99,11 +92,9 @@ def explain(
                 "limit": history_limit + 1,
             },
         ).fetchall()
-    primary = rows[0].id if rows[0].linked_id is None else rows[0].linked_id
+    primary = rows[0].primary_id
     tree = spanning_tree(adjacency, primary) if primary in adjacency else {}
-    view = IdentityGraph.of(
-        _Contact(r.id, r.email, r.phone_number, r.linked_id, r.created_at, r.updated_at) for r in rows
-    ).view(primary)
+    view = IdentityGraph.of(rows).view(primary)
     more = len(page) > history_limit
     page = page[:history_limit]
     return {

@@ -11,7 +11,7 @@ import psycopg
 
 from consumer import queries
 from consumer.contract import ERASED_TYPE, SPLIT_TYPE, ErasedData, SplitData
-from consumer.core import Guardrails, Request, check_invariants, reconcile, reconcile_batch
+from consumer.core import ContactView, Guardrails, Request, check_invariants, reconcile, reconcile_batch
 from consumer.core.blocklist import lock_key, value_hash
 from consumer.core.erasure import Erasure, erase
 from consumer.core.events import EVENT_SOURCE, output_event_id
@@ -51,14 +51,8 @@ def hillvalley(db: psycopg.Connection[Any]) -> None:
     reconcile(db, api_call(BIFF, "717171", "k1"))
 
 
-def view(primary: int, emails: list[str], phones: list[str], secondaries: list[int]) -> dict[str, Any]:
-    return {
-        "primaryContatctId": primary,
-        "primaryContactId": primary,
-        "emails": emails,
-        "phoneNumbers": phones,
-        "secondaryContactIds": secondaries,
-    }
+def view(primary: int, emails: list[str], phones: list[str], secondaries: list[int]) -> dict[str, object]:
+    return ContactView(primary, tuple(emails), tuple(phones), tuple(secondaries)).document()
 
 
 def dumped_forms(value: str) -> list[str]:

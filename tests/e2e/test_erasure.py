@@ -12,7 +12,7 @@ import httpx
 import psycopg
 
 from consumer.contract import ERASED_TYPE, SPLIT_TYPE
-from consumer.core import check_invariants
+from consumer.core import ContactView, check_invariants
 from consumer.core.events import EVENT_SOURCE, output_event_id
 from producer_tools import CheckoutProducer
 from tests.support.database import processed, unpublished
@@ -44,14 +44,8 @@ def carries(text: str, value: str) -> bool:
     return any(form in text for form in forms(value))
 
 
-def view(primary: int, emails: list[str], phones: list[str], secondaries: list[int]) -> dict[str, Any]:
-    return {
-        "primaryContatctId": primary,
-        "primaryContactId": primary,
-        "emails": emails,
-        "phoneNumbers": phones,
-        "secondaryContactIds": secondaries,
-    }
+def view(primary: int, emails: list[str], phones: list[str], secondaries: list[int]) -> dict[str, object]:
+    return ContactView(primary, tuple(emails), tuple(phones), tuple(secondaries)).document()
 
 
 def test_an_erased_email_is_nowhere_and_comes_back_with_no_event(
