@@ -177,12 +177,14 @@ SET value = CASE WHEN value_hash = %(hash)s THEN NULL ELSE value END,
     note = CASE WHEN strpos(lower(note), lower(%(value)s)) > 0 THEN NULL ELSE note END
 WHERE value_hash = %(hash)s OR strpos(lower(note), lower(%(value)s)) > 0"""
 # Stored answers and outbox payloads, published or not: scanned (erasure is rare; the outbox is pruned).
+# An outbox payload is JSON text: only those whose text holds the value's JSON spelling are parsed.
 ERASE_FROM_ANSWERS = """
 UPDATE processed_event SET result = without_value(result, %(value)s)
 WHERE jsonb_path_exists(result, '$.** ? (@ == $v)', jsonb_build_object('v', %(value)s::text))"""
 ERASE_FROM_OUTBOX = """
 UPDATE outbox SET payload = without_value(payload::jsonb, %(value)s)::json
-WHERE jsonb_path_exists(payload::jsonb, '$.** ? (@ == $v)', jsonb_build_object('v', %(value)s::text))"""
+WHERE strpos(payload::text, %(spelled)s) > 0
+  AND jsonb_path_exists(payload::jsonb, '$.** ? (@ == $v)', jsonb_build_object('v', %(value)s::text))"""
 
 # --- explanation (rule 18) --------------------------------------------------------------------------
 

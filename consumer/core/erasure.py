@@ -14,6 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import psycopg
 
 from consumer import queries
@@ -109,4 +110,5 @@ def _scrub(
     conn.execute(queries.ERASE_FROM_BLOCKS, {"hash": digest, "value": value})
     conn.execute(queries.ERASE_FROM_ANSWERS, {"value": value})
     conn.execute(queries.OUTBOX_ERASURE_LOCK)
-    conn.execute(queries.ERASE_FROM_OUTBOX, {"value": value})
+    spelled = orjson.dumps(value).decode()[1:-1]  # as the payloads' JSON text spells it
+    conn.execute(queries.ERASE_FROM_OUTBOX, {"value": value, "spelled": spelled})
