@@ -78,11 +78,11 @@ FROM jsonb_to_recordset(%s::jsonb)
 WHERE c.id = r.id"""
 INSERT_MERGES = """
 INSERT INTO merge_log (source, source_event_id, email, phone_number, surviving_primary_id,
-                       demoted_primary_ids, relinked_contact_ids, merged_at)
-SELECT source, source_event_id, email, phone_number, surviving_primary_id, demoted_primary_ids,
+                       merged_primary_ids, relinked_contact_ids, merged_at)
+SELECT source, source_event_id, email, phone_number, surviving_primary_id, merged_primary_ids,
        relinked_contact_ids, merged_at
 FROM jsonb_to_recordset(%s::jsonb) AS r(source text, source_event_id text, email text, phone_number text,
-     surviving_primary_id bigint, demoted_primary_ids bigint[], relinked_contact_ids bigint[],
+     surviving_primary_id bigint, merged_primary_ids bigint[], relinked_contact_ids bigint[],
      merged_at timestamptz)"""
 INSERT_PROCESSED = """
 INSERT INTO processed_event (source, event_id, payload_hash, result)
@@ -251,12 +251,12 @@ WITH RECURSIVE lineage(id, until) AS (
     SELECT m.merged_at, 4, m.id, jsonb_build_object(
         'type', 'merge', 'at', m.merged_at, 'id', m.id, 'source', m.source,
         'sourceEventId', m.source_event_id, 'email', m.email, 'phoneNumber', m.phone_number,
-        'survivingPrimaryId', m.surviving_primary_id, 'mergedPrimaryIds', m.demoted_primary_ids,
+        'survivingPrimaryId', m.surviving_primary_id, 'mergedPrimaryIds', m.merged_primary_ids,
         'relinkedContactIds', m.relinked_contact_ids)
     FROM merge_log AS m
     WHERE m.id IN (
         SELECT x.id FROM lineage AS l JOIN merge_log AS x
-        ON (x.surviving_primary_id = l.id OR x.demoted_primary_ids @> ARRAY[l.id]
+        ON (x.surviving_primary_id = l.id OR x.merged_primary_ids @> ARRAY[l.id]
             OR x.relinked_contact_ids @> ARRAY[l.id]) AND x.merged_at <= l.until)
 )
 SELECT at, rank, id, entry FROM history

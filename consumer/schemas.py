@@ -19,12 +19,14 @@ from consumer.contract import (
     ERASED_TYPE,
     MERGED_TYPE,
     RESOLVED_TYPE,
+    SPLIT_TYPE,
     CheckoutData,
     CloudEvent,
     ErasedData,
     IdentifyResponse,
     MergedData,
     ResolvedData,
+    SplitData,
 )
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "docs" / "schemas"
@@ -52,6 +54,13 @@ def schemas() -> dict[str, dict[str, Any]]:
             MergedData,
             "serialization",
             "One whenever a primary contact is demoted to secondary; keyed by the surviving primary id.",
+        ),
+        f"{SPLIT_TYPE}.json": _event(
+            SPLIT_TYPE,
+            SplitData,
+            "serialization",
+            "One per identity divided by a blocked value, and per identity an erasure took rows from "
+            "(rule 15); keyed by the former primary id.",
         ),
         f"{ERASED_TYPE}.json": _event(
             ERASED_TYPE,

@@ -26,7 +26,7 @@ CREATE INDEX contact_deleted_phone_idx ON contact (phone_number)
     WHERE deleted_at IS NOT NULL AND phone_number IS NOT NULL;
 
 -- The history of an identity (explain) is looked up by the ids of its rows.
-CREATE INDEX merge_log_demoted_idx ON merge_log USING gin (demoted_primary_ids);
+CREATE INDEX merge_log_merged_idx ON merge_log USING gin (merged_primary_ids);
 CREATE INDEX merge_log_relinked_idx ON merge_log USING gin (relinked_contact_ids);
 CREATE INDEX split_log_primaries_idx ON split_log USING gin (primary_ids);
 CREATE INDEX split_log_cause_idx ON split_log (cause_type, cause_id);

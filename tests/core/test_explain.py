@@ -116,7 +116,7 @@ def test_a_long_history_comes_in_pages_oldest_first(db: psycopg.Connection[Any])
     hillvalley(db)
     execute(
         db,
-        "INSERT INTO merge_log (source, source_event_id, surviving_primary_id, demoted_primary_ids,"
+        "INSERT INTO merge_log (source, source_event_id, surviving_primary_id, merged_primary_ids,"
         " relinked_contact_ids, merged_at)"
         " SELECT 'urn:test', 'old-' || i, 1, '{}', '{}', '2020-01-01'::timestamptz + i * interval '1 minute'"
         " FROM generate_series(1, 1500) AS i",
