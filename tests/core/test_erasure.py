@@ -17,7 +17,7 @@ from consumer.core.erasure import Erasure, erase
 from consumer.core.events import EVENT_SOURCE, output_event_id
 from consumer.core.reconcile import with_identities
 from consumer.normalize import Identifiers
-from tests.core.helpers import NORMALIZER, at, contacts, counts, merge_log, outbox, request, table
+from tests.core.helpers import NORMALIZER, at, contacts, counts, execute, merge_log, outbox, request, table
 from tests.core.test_concurrency import run_concurrently, start_until_it_waits
 from tests.support.services import pg_dump
 
@@ -63,6 +63,19 @@ def test_erasing_a_bridging_email_removes_it_everywhere_and_splits_the_rest(
     db: psycopg.Connection[Any], database_url: str
 ) -> None:
     hillvalley(db)
+    # Also a row soft-deleted by hand long ago, and an operator's note that names the value.
+    execute(
+        db,
+        "INSERT INTO contact (id, email, phone_number, link_precedence, created_at, updated_at, deleted_at,"
+        " source, source_event_id) VALUES (99, %s, NULL, 'primary', now(), now(), now(), 'legacy', 'l1')",
+        (MCFLY,),
+    )
+    with_identities(
+        db,
+        [Identifiers(None, "5550123")],
+        GUARD,
+        lambda tx: tx.guard.block("phone", "5550123", "operator", "test", f"typed by {MCFLY}"),
+    )
     assert MCFLY in pg_dump(database_url)
 
     erasure = erase(db, "email", MCFLY, "operator:test", GUARD)
@@ -78,6 +91,7 @@ def test_erasing_a_bridging_email_removes_it_everywhere_and_splits_the_rest(
     # The erased row is a tombstone without values; the rest form the link graph's components.
     rows = {r.id: r for r in contacts(db)}
     assert (rows[2].email, rows[2].phone_number, rows[2].deleted_at is not None) == (None, None, True)
+    assert (rows[99].email, rows[99].phone_number) == (None, None)
     assert [(r.id, r.linked_id) for r in rows.values() if r.deleted_at is None] == [
         (1, None),
         (3, None),
@@ -268,3 +282,25 @@ def test_erasures_racing_with_batches_and_api_calls_keep_every_invariant(
     erase(db, "email", MCFLY, "operator:test", GUARD)
     assert MCFLY not in pg_dump(database_url)
     assert check_invariants(db) == []
+
+
+def test_an_erasure_waits_for_a_publishing_round_that_read_the_outbox_before_it(
+    db: psycopg.Connection[Any], database_url: str
+) -> None:
+    hillvalley(db)
+    erased: list[Erasure] = []
+    with (
+        psycopg.connect(database_url, autocommit=True) as relay,
+        psycopg.connect(database_url, autocommit=True) as eraser,
+    ):
+        relay.execute(queries.OUTBOX_ROUND_LOCK)  # a round has read rows and is publishing them
+        thread = start_until_it_waits(
+            db,
+            eraser,
+            lambda: erased.append(erase(eraser, "email", MCFLY, "operator:test", GUARD)),
+            "the erasure should wait for the publishing round",
+        )
+        relay.execute(queries.OUTBOX_ROUND_UNLOCK)
+        thread.join(30)
+
+    assert [e.erased_contact_ids for e in erased] == [(2,)]
