@@ -108,7 +108,8 @@ def test_erasing_a_bridging_email_removes_it_everywhere_and_splits_the_rest(
     # identity.erased then identity.split, keyed by the former primary, exactly.
     *_, erased, split = outbox(db)
     source = f"{EVENT_SOURCE}:erasure"
-    assert erased["event_type"] == ERASED_TYPE and erased["message_key"] == "1"
+    assert erased["event_type"] == ERASED_TYPE
+    assert erased["message_key"] == "1"
     assert erased["payload"]["id"] == output_event_id(source, f"{erasure.request_id}:1", ERASED_TYPE)
     assert erased["payload"]["data"] == {
         "erasureRequestId": erasure.request_id,
@@ -116,7 +117,8 @@ def test_erasing_a_bridging_email_removes_it_everywhere_and_splits_the_rest(
         "erasedContactIds": [2],
     }
     ErasedData.model_validate(erased["payload"]["data"])
-    assert split["event_type"] == SPLIT_TYPE and split["message_key"] == "1"
+    assert split["event_type"] == SPLIT_TYPE
+    assert split["message_key"] == "1"
     assert split["payload"]["data"] == {
         "cause": {"type": "erasure", "id": erasure.request_id},
         "formerPrimaryId": 1,
@@ -217,7 +219,8 @@ def test_an_erased_blocked_value_stays_blocked_by_its_hash(
 
     assert "123456" not in pg_dump(database_url)
     (block,) = table(db, "SELECT value, value_hash, removed_at FROM blocked_value")
-    assert block["value"] is None and block["removed_at"] is None
+    assert block["value"] is None
+    assert block["removed_at"] is None
     assert bytes(block["value_hash"]) == value_hash("phone", "123456", GUARD.hash_key)
     before = counts(db)
     refused = reconcile(db, request("new@hillvalley.edu", "123456", event="e9")).contact

@@ -63,7 +63,8 @@ def test_why_doc_and_marty_are_one_customer(db: psycopg.Connection[Any]) -> None
         "717171",
     )
     assert (merge["survivingPrimaryId"], merge["mergedPrimaryIds"]) == (1, [3])
-    assert document["blockedValues"] == [] and document["historyNext"] is None
+    assert document["blockedValues"] == []
+    assert document["historyNext"] is None
 
 
 def test_blocked_values_and_the_history_of_blocks_splits_and_erasures(db: psycopg.Connection[Any]) -> None:

@@ -81,7 +81,8 @@ def test_an_erased_email_is_nowhere_and_comes_back_with_no_event(
             "identities": [lorraine, docs],
         }
         dump = pg_dump(url)
-        assert LORRAINE in dump and not carries(dump, MCFLY)
+        assert LORRAINE in dump
+        assert not carries(dump, MCFLY)
         replayed = client.post(
             "/identify", json={"email": MCFLY, "phoneNumber": "717171"}, headers={"Idempotency-Key": "k1"}
         )
