@@ -51,9 +51,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(blocks.router)
     app.include_router(lifecycle.router)
     app.add_middleware(metrics.MetricsMiddleware)
-    components = app.openapi()["components"]["schemas"]
-    components["IdentifyRequest"] = routes.identify_request_schema(normalizer)
-    components["ErasureRequest"] = lifecycle.erasure_request_schema(components["IdentifyRequest"])
+    schemas = app.openapi()["components"]["schemas"]
+    schemas["IdentifyRequest"] = routes.identify_request_schema(normalizer)
+    schemas["BlockRequest"] = blocks.block_request_schema(normalizer)
+    schemas["ErasureRequest"] = lifecycle.erasure_request_schema(schemas["IdentifyRequest"])
     return app
 
 
