@@ -5,17 +5,22 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated, Any
 
+import psycopg
 import structlog
 from fastapi import APIRouter, Path, Query
 from starlette.responses import Response
 
+from consumer.api.auth import AdminClient, ReadClient
 from consumer.api.deps import DatabaseDep, OneIdentifierBody, SettingsDep
 from consumer.api.errors import ApiError, responses
 from consumer.api.responses import json_response
+from consumer.audit import Action, record_audit
+from consumer.clients import Client
 from consumer.contract import ErasureResponse, ExplainResponse
 from consumer.core import Guardrails
-from consumer.core.erasure import erase
+from consumer.core.erasure import Erasure, erase
 from consumer.core.explain import CURSOR_PATTERN, BadCursor, NotInIdentity, explain
+from consumer.core.links import Kind
 
 log = structlog.get_logger(__name__)
 router = APIRouter()
@@ -46,6 +51,7 @@ def erasure_request_schema(identify: dict[str, Any]) -> dict[str, Any]:
 )
 async def explain_contact(
     contact_id: ContactId,
+    client: ReadClient,
     database: DatabaseDep,
     settings: SettingsDep,
     to: Annotated[
@@ -62,7 +68,12 @@ async def explain_contact(
     ] = None,
 ) -> Response:
     work = partial(
-        explain, contact_id=contact_id, to=to, guard=Guardrails.of(settings), history_after=history_after
+        _explain,
+        contact_id=contact_id,
+        to=to,
+        client=client,
+        guard=Guardrails.of(settings),
+        history_after=history_after,
     )
     try:
         document = await database.run(work)
@@ -93,6 +104,7 @@ async def explain_contact(
 )
 async def erasure_request(
     value: OneIdentifierBody,
+    client: AdminClient,
     database: DatabaseDep,
     settings: SettingsDep,
     dry_run: Annotated[
@@ -101,12 +113,7 @@ async def erasure_request(
 ) -> Response:
     kind, normalized = value
     work = partial(
-        erase,
-        kind=kind,
-        value=normalized,
-        requested_by="api",
-        guard=Guardrails.of(settings),
-        dry_run=dry_run,
+        _erase, kind=kind, value=normalized, client=client, guard=Guardrails.of(settings), dry_run=dry_run
     )
     erasure = await database.run(work)
     if not dry_run:
@@ -117,3 +124,33 @@ async def erasure_request(
             erased_contact_ids=list(erasure.erased_contact_ids),
         )
     return json_response(erasure.document())
+
+
+def _explain(
+    conn: psycopg.Connection[Any],
+    *,
+    contact_id: int,
+    to: int | None,
+    client: Client,
+    guard: Guardrails,
+    history_after: str | None,
+) -> dict[str, Any] | None:
+    """The explanation, audited once given (it reads in a read-only snapshot of its own)."""
+    document = explain(conn, contact_id, to=to, guard=guard, history_after=history_after)
+    if document is not None:
+        record_audit(conn, client, Action.CONTACT_EXPLAIN, [contact_id] if to is None else [contact_id, to])
+    return document
+
+
+def _erase(
+    conn: psycopg.Connection[Any], *, kind: Kind, value: str, client: Client, guard: Guardrails, dry_run: bool
+) -> Erasure:
+    """The erasure and its audit row in one transaction. A dry run shows which rows hold the value: it
+    is audited as a read of those contacts."""
+    with conn.transaction():
+        erasure = erase(conn, kind, value, client.name, guard, dry_run=dry_run)
+        if erasure.request_id is None:
+            record_audit(conn, client, Action.CONTACT_READ, erasure.erased_contact_ids)
+        else:
+            record_audit(conn, client, Action.ERASURE, [erasure.request_id, *erasure.erased_contact_ids])
+    return erasure

@@ -7,8 +7,11 @@ from typing import Any
 import httpx
 import psycopg
 
+from consumer.clients import Scope
 from consumer.contract import ErasureResponse, ExplainResponse
 from tests.core.helpers import contacts
+from tests.support.keys import bearer, new_key
+from tests.support.processes import ApiServer
 
 LORRAINE, MCFLY, DOC = "lorraine@hillvalley.edu", "mcfly@hillvalley.edu", "doc@hillvalley.edu"
 
@@ -85,3 +88,29 @@ def test_erasure_request_needs_exactly_one_value(client: httpx.Client, db: psyco
     phone = client.post("/erasure-requests", json={"phoneNumber": 5550100})
     assert phone.status_code == 200
     assert phone.json()["erasedContactIds"] == []
+
+
+def test_scopes_and_audit(
+    api: ApiServer, client: httpx.Client, db: psycopg.Connection[Any], database_url: str
+) -> None:
+    story(client)
+    reader = bearer(new_key(database_url, [Scope.READ]))
+    admin = bearer(new_key(database_url, [Scope.ADMIN]))
+    db.execute("TRUNCATE audit_log")
+    db.commit()
+
+    assert httpx.get(f"{api.url}/contacts/3/explain").status_code == 401
+    assert httpx.post(f"{api.url}/erasure-requests", json={"email": MCFLY}, headers=reader).status_code == 403
+    assert httpx.get(f"{api.url}/contacts/3/explain", params={"to": 1}, headers=reader).status_code == 200
+    assert httpx.get(f"{api.url}/contacts/99/explain", headers=reader).status_code == 404
+    dry = httpx.post(f"{api.url}/erasure-requests?dryRun=true", json={"email": MCFLY}, headers=admin)
+    done = httpx.post(f"{api.url}/erasure-requests", json={"email": MCFLY}, headers=admin)
+
+    assert (dry.status_code, done.status_code) == (200, 200)
+    request_id = done.json()["erasureRequestId"]
+    rows = db.execute("SELECT action, ids FROM audit_log ORDER BY id").fetchall()
+    assert rows == [("contact.explain", [3, 1]), ("contact.read", [2]), ("erasure.request", [request_id, 2])]
+    (requested_by,) = db.execute(
+        "SELECT requested_by FROM erasure_request WHERE id = %s", [request_id]
+    ).fetchone() or ("",)
+    assert requested_by.startswith("test-")

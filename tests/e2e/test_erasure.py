@@ -56,7 +56,10 @@ def test_an_erased_email_is_nowhere_and_comes_back_with_no_event(
     stack.start("worker")
     relay = stack.start("relay")
     wait_until(lambda: processed(url, SOURCE) == 3, 60, "the checkouts applied")
-    with api_server(url, tmp_path) as api, httpx.Client(base_url=api.url, timeout=30) as client:
+    with (
+        api_server(url, tmp_path) as api,
+        httpx.Client(base_url=api.url, headers=api.headers, timeout=30) as client,
+    ):
         # A merge through the API: McFly's email with Doc's phone, both known, so no row holds the pair.
         merge = client.post(
             "/identify", json={"email": MCFLY, "phoneNumber": "717171"}, headers={"Idempotency-Key": "k1"}
