@@ -103,8 +103,8 @@ async def explain_contact(
     },
 )
 async def erasure_request(
+    client: AdminClient,  # first: a caller without the scope learns nothing about the body
     value: OneIdentifierBody,
-    client: AdminClient,
     database: DatabaseDep,
     settings: SettingsDep,
     dry_run: Annotated[
