@@ -57,6 +57,24 @@ class Settings(BaseSettings):
     api_batch_max_size: int = Field(32, ge=1, le=1000)
     api_batch_drainers: int = Field(4, ge=1)
 
+    console_secret_key: str | None = Field(
+        None,
+        description="Signs the operator console's session cookie. Unset: a random key per start, so "
+        "restarting the API signs every operator out. Set it when API processes must share sessions.",
+    )
+    console_session_max_age_s: int = Field(
+        8 * 3600, ge=60, description="How long a console sign-in lasts, in seconds."
+    )
+    console_secure_cookie: bool = Field(
+        False, description="Send the console's session cookie over HTTPS only (set behind TLS)."
+    )
+    console_worker_metrics_url: str | None = Field(
+        None,
+        description="Where the console's pipeline page reads the worker's Prometheus metrics. "
+        "Unset: http://127.0.0.1:WORKER_METRICS_PORT/metrics.",
+    )
+    console_refresh_s: float = Field(5.0, gt=0, description="How often the pipeline page refreshes.")
+
     default_phone_region: str | None = None
     email_max_length: int = Field(320, ge=3)
     phone_max_length: int = Field(32, ge=3)

@@ -103,6 +103,29 @@ WHERE deleted_at IS NULL AND coalesce(linked_id, id) = (
     SELECT coalesce(linked_id, id) FROM contact WHERE id = %s AND deleted_at IS NULL
 )"""
 
+# --- operator console (reads only) ------------------------------------------------------------------
+
+PRIMARY_OF_EMAIL = """
+SELECT coalesce(linked_id, id) FROM contact WHERE deleted_at IS NULL AND email = %s LIMIT 1"""
+PRIMARY_OF_PHONE = """
+SELECT coalesce(linked_id, id) FROM contact WHERE deleted_at IS NULL AND phone_number = %s LIMIT 1"""
+PRIMARY_OF_CONTACT = "SELECT coalesce(linked_id, id) FROM contact WHERE deleted_at IS NULL AND id = %s"
+CONSOLE_IDENTITY_ROWS = """
+SELECT id, email, phone_number, linked_id, created_at, source, source_event_id
+FROM contact WHERE deleted_at IS NULL AND coalesce(linked_id, id) = %s
+ORDER BY created_at, id"""
+CONSOLE_IDENTITY_MERGES = """
+SELECT merged_at, source, source_event_id, surviving_primary_id, demoted_primary_ids
+FROM merge_log WHERE surviving_primary_id = ANY(%s::bigint[]) OR demoted_primary_ids && %s::bigint[]
+ORDER BY merged_at, id"""
+TABLE_EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
+CONSOLE_RECENT_AUTO_BLOCKS = """
+SELECT kind, value, reason, identity_id, created_at FROM blocked_value
+WHERE reason IN ('fan_out', 'identity_cap') ORDER BY created_at DESC, id DESC LIMIT 10"""
+OUTBOX_HEALTH = """
+SELECT count(*), extract(epoch FROM now() - min(created_at))::float8
+FROM outbox WHERE published_at IS NULL"""
+
 # --- outbox relay -----------------------------------------------------------------------------------
 
 # One relay publishes at a time: a session lock, released when the leader's connection ends.

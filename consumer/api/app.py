@@ -15,6 +15,7 @@ from consumer.api import errors, metrics, routes
 from consumer.api.batching import Reconciler
 from consumer.api.db import Database
 from consumer.config import Settings, get_settings
+from consumer.console import create_console
 from consumer.logs import configure_logging
 from consumer.normalize import Normalizer
 
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.normalizer = normalizer
     errors.install(app)
     app.include_router(routes.router)
+    app.mount("/console", create_console(app, settings))
     app.add_middleware(metrics.MetricsMiddleware)
     app.openapi()["components"]["schemas"]["IdentifyRequest"] = routes.identify_request_schema(normalizer)
     return app

@@ -1,0 +1,143 @@
+"""The console's pages: sign-in, search, identity, pipeline health (docs/console.md)."""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.templating import Jinja2Templates
+from starlette.responses import RedirectResponse, Response
+
+from consumer.console import display, pipeline, session
+from consumer.console.access import Operator, authenticate
+from consumer.console.identity import picture
+from consumer.console.session import CsrfChecked, Reader, database
+from consumer.core.lookup import LookupKind, primary_of
+from consumer.normalize import IdentifierError, Normalizer
+
+router = APIRouter()
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+templates.env.filters.update(mask=display.mask, when=display.when, age=display.age)
+
+ContactId = Annotated[int, Query(ge=1, le=2**63 - 1)]
+
+
+def render(request: Request, name: str, *, status: int = 200, **context: Any) -> Response:
+    operator: Operator | None = getattr(request.state, "operator", None)
+    return templates.TemplateResponse(
+        request,
+        name,
+        {"operator": operator, "csrf_token": session.csrf_token(request), **context},
+        status_code=status,
+    )
+
+
+def _redirect(request: Request, name: str, **params: Any) -> Response:
+    return RedirectResponse(request.url_for(name, **params), status_code=303)
+
+
+@router.get("/", name="home")
+async def home(request: Request) -> Response:
+    return _redirect(request, "search_form")
+
+
+@router.get("/sign-in", name="sign_in_form")
+async def sign_in_form(request: Request) -> Response:
+    return render(request, "sign_in.html", title="Sign in")
+
+
+@router.post("/sign-in", name="sign_in", dependencies=[CsrfChecked])
+async def sign_in(request: Request, api_key: Annotated[str, Form(max_length=512)] = "") -> Response:
+    key = api_key.strip()
+    operator = await database(request).run(lambda conn: authenticate(conn, key)) if key else None
+    if operator is None or not operator.can_read:
+        message = "this API key is unknown, revoked, or has no read scope" if key else "enter an API key"
+        return render(request, "sign_in.html", status=401, title="Sign in", error=message)
+    session.sign_in(request, key)
+    return _redirect(request, "search_form")
+
+
+@router.post("/sign-out", name="sign_out", dependencies=[CsrfChecked])
+async def sign_out(request: Request) -> Response:
+    session.sign_out(request)
+    return _redirect(request, "sign_in_form")
+
+
+@router.get("/search", name="search_form")
+async def search_form(request: Request, _: Reader) -> Response:
+    return render(request, "search.html", title="Search", kind="email")
+
+
+@router.post("/search", name="search", dependencies=[CsrfChecked])
+async def search(
+    request: Request,
+    _: Reader,
+    kind: Annotated[Literal["email", "phone", "contact"], Form()],
+    value: Annotated[str, Form(max_length=512)] = "",
+) -> Response:
+    """Look an identity up by a POSTed value, so no email or phone ever lands in a URL or a log line."""
+    form = {"title": "Search", "kind": kind, "value": value}
+    try:
+        query = _lookup_value(request.app.state.api.state.normalizer, kind, value)
+    except ValueError as exc:
+        return render(request, "search.html", status=422, error=str(exc), **form)
+    primary = await database(request).run(partial(primary_of, kind=kind, value=query))
+    if primary is None:
+        return render(request, "search.html", status=404, error=f"no live identity holds this {kind}", **form)
+    return _redirect(request, "identity", contact_id=primary)
+
+
+def _lookup_value(normalizer: Normalizer, kind: LookupKind, value: str) -> str | int:
+    if kind == "contact":
+        if not value.strip().isdigit() or not 1 <= int(value) < 2**63:
+            raise ValueError("a contact id is a positive whole number")
+        return int(value)
+    try:
+        ids = normalizer.identifiers(value if kind == "email" else None, value if kind == "phone" else None)
+    except IdentifierError as exc:
+        raise ValueError(str(exc)) from None
+    found = ids.email if kind == "email" else ids.phone
+    assert found is not None
+    return found
+
+
+@router.get("/identities/{contact_id}", name="identity")
+async def identity(
+    request: Request,
+    operator: Reader,
+    contact_id: int,
+    from_: Annotated[int | None, Query(alias="from", ge=1, le=2**63 - 1)] = None,
+    to: ContactId | None = None,
+) -> Response:
+    start = from_ or contact_id
+    found = await database(request).run(partial(picture, contact_id=start, to=to))
+    if found is None:
+        message = "no live contact has this id"
+        return render(request, "error.html", status=404, title="Not found", message=message)
+    title = f"Identity #{found.view.primary_id}"
+    graph = display.graph(found, full_values=operator.can_read)
+    return render(request, "identity.html", title=title, p=found, graph=graph, start=start, to=to)
+
+
+@router.get("/pipeline", name="pipeline")
+async def pipeline_page(request: Request, _: Reader) -> Response:
+    return render(request, "pipeline.html", title="Pipeline health", health=await _health(request))
+
+
+@router.get("/pipeline/panel", name="pipeline_panel")
+async def pipeline_panel(request: Request, _: Reader) -> Response:
+    """The figures alone, for the page to refresh (htmx) and its charts to plot."""
+    return render(request, "pipeline_panel.html", health=await _health(request))
+
+
+async def _health(request: Request) -> pipeline.Health:
+    state = request.app.state
+    db = database(request)
+    backlog, oldest = await db.run(pipeline.outbox_health)
+    worker = await pipeline.worker_stats(state.worker_metrics_url)
+    at = time.time()
+    rate = None if worker is None else state.rate.rate(at, worker.events_processed)
+    return pipeline.Health(at, backlog, oldest, worker, rate, await db.run(pipeline.recent_auto_blocks))

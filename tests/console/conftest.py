@@ -1,0 +1,177 @@
+"""The console in a real headless Chromium (Debian's), driven by Selenium, against the real API process.
+
+Every test's browser traffic is recorded (Chrome's performance log): at the end of each test, no URL the
+browser requested may hold an email or a phone number of the test data. Screenshots are kept as test
+artefacts in test-artifacts/console/; with UPDATE_DOCS_SCREENSHOTS=1 the documented ones are also written
+to docs/console/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
+
+from consumer.core.reconcile import reconcile
+from consumer.embedded import free_port
+from tests.api.conftest import ApiServer, api_server
+from tests.core.helpers import at, request
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTEFACTS = ROOT / "test-artifacts" / "console"
+DOCS_SCREENSHOTS = ROOT / "docs" / "console"
+WAIT_S = 15
+WIDTH, HEIGHT = 1280, 900
+
+# The spec's worked example: Lorraine and Marty share a phone, one identity of two rows and one link.
+HILLVALLEY = (
+    ("lorraine@hillvalley.edu", "123456", "2023-04-01"),
+    ("mcfly@hillvalley.edu", "123456", "2023-04-20"),
+)
+
+
+@pytest.fixture(scope="session")
+def worker_metrics_port() -> int:
+    """Where the console looks for the worker's metrics; test_pipeline starts a worker there."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def console(
+    database_url: str, worker_metrics_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiServer]:
+    env = {
+        "CONSOLE_WORKER_METRICS_URL": f"http://127.0.0.1:{worker_metrics_port}/metrics",
+        "CONSOLE_REFRESH_S": "1",
+    }
+    with api_server(database_url, tmp_path_factory.mktemp("console"), env=env) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def chrome() -> Iterator[webdriver.Chrome]:
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if binary is None or driver is None:
+        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={WIDTH},{HEIGHT}"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    # An explicit driver path: Selenium Manager downloads nothing.
+    browser = webdriver.Chrome(service=Service(driver), options=options)
+    try:
+        yield browser
+    finally:
+        browser.quit()
+
+
+class Browser:
+    """One test's view of the console: navigation helpers, waits on conditions, screenshots."""
+
+    def __init__(self, driver: webdriver.Chrome, base_url: str, test_name: str) -> None:
+        self.driver = driver
+        self.base_url = base_url
+        self.test_name = test_name
+        self.wait = WebDriverWait(driver, WAIT_S)
+
+    def open(self, path: str) -> None:
+        self.driver.get(self.base_url + path)
+
+    def find(self, css: str) -> WebElement:
+        return self.wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, css)))
+
+    def all(self, css: str) -> list[WebElement]:
+        return self.driver.find_elements(By.CSS_SELECTOR, css)
+
+    def text(self) -> str:
+        return self.driver.find_element(By.TAG_NAME, "body").text
+
+    def title_is(self, title: str) -> None:
+        self.wait.until(lambda d: d.find_element(By.TAG_NAME, "h1").text == title)
+
+    def submit(self, button: str) -> None:
+        """Click a form's button and wait until the page it loads has replaced this one."""
+        page = self.driver.find_element(By.TAG_NAME, "html")
+        self.find(button).click()
+        self.wait.until(expected_conditions.staleness_of(page))
+
+    def sign_in(self, api_key: str) -> None:
+        self.open("/console/sign-in")
+        self.find("#api_key").send_keys(api_key)
+        self.submit("main form button[type=submit]")
+        self.title_is("Search")
+
+    def search(self, kind: str, value: str) -> None:
+        self.open("/console/search")
+        self.find(f"input[name=kind][value={kind}]").click()
+        field = self.find("#value")
+        field.clear()
+        field.send_keys(value)
+        self.submit("main form button[type=submit]")
+
+    def script(self, source: str) -> Any:
+        return self.driver.execute_script(source)
+
+    def screenshot(self, name: str, *, docs: bool = False) -> Path:
+        ARTEFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTEFACTS / f"{self.test_name}-{name}.png"
+        self.driver.save_screenshot(str(path))
+        if docs and os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1":
+            DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, DOCS_SCREENSHOTS / f"{name}.png")
+        return path
+
+    def requested_urls(self) -> list[str]:
+        """Every URL the browser asked for since the last call (pages, scripts, htmx requests)."""
+        urls = []
+        for entry in self.driver.get_log("performance"):
+            message = json.loads(entry["message"])["message"]
+            if message.get("method") == "Network.requestWillBeSent":
+                urls.append(message["params"]["request"]["url"])
+        return urls
+
+
+@pytest.fixture
+def browser(
+    chrome: webdriver.Chrome, console: ApiServer, request: pytest.FixtureRequest
+) -> Iterator[Browser]:
+    chrome.get(console.url + "/console/sign-in")
+    chrome.delete_all_cookies()
+    chrome.get_log("performance")  # start this test's record afresh
+    page = Browser(chrome, console.url, request.node.name)
+    yield page
+    try:
+        page.screenshot("last")
+    except WebDriverException:
+        pass
+    personal = [u for u in page.requested_urls() if "@" in u or any(p in u for _, p, _ in HILLVALLEY)]
+    assert not personal, f"personal data in requested URLs: {personal}"
+
+
+@pytest.fixture
+def hillvalley(db: psycopg.Connection[Any]) -> list[int]:
+    """The worked example in an empty database; returns the contact ids, oldest first."""
+    return [
+        reconcile(db, request(email, phone, event=f"hv-{i}", when=at(day))).contact_id or 0
+        for i, (email, phone, day) in enumerate(HILLVALLEY)
+    ]
+
+
+@pytest.fixture
+def admin_key() -> str:
+    """Pending consumer/api/auth.py: any key is an operator with every scope until clients exist."""
+    return "local-admin-key"
