@@ -8,6 +8,7 @@ to docs/console/.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -68,8 +69,10 @@ def chrome() -> Iterator[webdriver.Chrome]:
         pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={WIDTH},{HEIGHT}"):
+    # No sandbox: CI runs as root, where Chromium refuses to start with one.
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
         options.add_argument(argument)
+    options.add_argument(f"--window-size={WIDTH},{HEIGHT}")
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     # An explicit driver path: Selenium Manager downloads nothing.
     browser = webdriver.Chrome(service=Service(driver), options=options)
@@ -129,7 +132,13 @@ class Browser:
     def screenshot(self, name: str, *, docs: bool = False) -> Path:
         ARTEFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTEFACTS / f"{self.test_name}-{name}.png"
-        self.driver.save_screenshot(str(path))
+        # The whole page, at the width it is used at: grow the window to the page's height for the shot.
+        height = self.script("return document.documentElement.scrollHeight")
+        self.driver.set_window_size(WIDTH, max(HEIGHT, height + 140))
+        try:
+            self.driver.save_screenshot(str(path))
+        finally:
+            self.driver.set_window_size(WIDTH, HEIGHT)
         if docs and os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1":
             DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, DOCS_SCREENSHOTS / f"{name}.png")
@@ -154,10 +163,8 @@ def browser(
     chrome.get_log("performance")  # start this test's record afresh
     page = Browser(chrome, console.url, request.node.name)
     yield page
-    try:
+    with contextlib.suppress(WebDriverException):
         page.screenshot("last")
-    except WebDriverException:
-        pass
     personal = [u for u in page.requested_urls() if "@" in u or any(p in u for _, p, _ in HILLVALLEY)]
     assert not personal, f"personal data in requested URLs: {personal}"
 

@@ -35,7 +35,8 @@ def test_sign_in_then_search_the_worked_example_and_see_its_graph(
     browser.submit("#why-h ~ button")
     browser.find("#path ol.path")
     assert "linked through 1 shared value(s)" in browser.find("#path").text
-    browser.wait.until(lambda d: d.execute_script("return window.identityGraph && identityGraph.edges('.path').length"))
+    highlighted = "return window.identityGraph && identityGraph.edges('.path').length"
+    browser.wait.until(lambda d: d.execute_script(highlighted))
     assert browser.script("return identityGraph.edges('.path').map(e => e.id())") == [f"{second}-{first}"]
     browser.screenshot("identity", docs=True)
 

@@ -1,0 +1,75 @@
+"""Sign-in sessions and CSRF protection, over plain HTTP against the real API process."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.api.conftest import ApiServer
+from tests.console.conftest import Browser
+
+TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture
+def http(console: ApiServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=console.url + "/console", timeout=10) as client:
+        yield client
+
+
+def csrf(http: httpx.Client, path: str) -> str:
+    match = TOKEN.search(http.get(path).text)
+    assert match is not None, f"no CSRF token on {path}"
+    return match.group(1)
+
+
+def test_sign_in_refuses_a_form_without_the_sessions_csrf_token(http: httpx.Client, admin_key: str) -> None:
+    token = csrf(http, "/sign-in")
+    for data in ({"api_key": admin_key}, {"api_key": admin_key, "csrf_token": token[:-1] + "x"}):
+        refused = http.post("/sign-in", data=data)
+        assert refused.status_code == 403
+        assert "security token" in refused.text
+    # A token is worth nothing without the session it belongs to.
+    with httpx.Client(base_url=http.base_url, timeout=10) as stranger:
+        assert stranger.post("/sign-in", data={"api_key": admin_key, "csrf_token": token}).status_code == 403
+    signed_in = http.post("/sign-in", data={"api_key": admin_key, "csrf_token": token})
+    assert signed_in.status_code == 303
+    assert signed_in.headers["location"].endswith("/console/search")
+
+
+def test_every_state_changing_form_checks_the_token(http: httpx.Client, admin_key: str) -> None:
+    http.post("/sign-in", data={"api_key": admin_key, "csrf_token": csrf(http, "/sign-in")})
+    # Signing in starts a new session, with a new token: the one from before no longer works.
+    token = csrf(http, "/search")
+    for path, data in (
+        ("/search", {"kind": "email", "value": "lorraine@hillvalley.edu"}),
+        ("/sign-out", {}),
+    ):
+        assert http.post(path, data=data).status_code == 403, path
+        assert http.post(path, data={**data, "csrf_token": "forged"}).status_code == 403, path
+    assert http.get("/search").status_code == 200, "the refused sign-out left the session alone"
+    assert http.post("/sign-out", data={"csrf_token": token}).status_code == 303
+    assert http.get("/search").status_code == 303, "signed out"
+
+
+def test_the_session_cookie_is_http_only_strict_and_scoped_to_the_console(
+    http: httpx.Client, admin_key: str
+) -> None:
+    response = http.post("/sign-in", data={"api_key": admin_key, "csrf_token": csrf(http, "/sign-in")})
+    cookie = response.headers["set-cookie"].lower()
+    assert "httponly" in cookie
+    assert "samesite=strict" in cookie
+    assert "path=/console" in cookie
+    assert admin_key not in response.headers["location"]
+    assert response.headers["content-security-policy"].startswith("default-src 'self'")
+
+
+def test_a_wrong_key_is_refused_in_the_browser(browser: Browser) -> None:
+    browser.open("/console/sign-in")
+    browser.find("#api_key").send_keys(" ")
+    browser.submit("main form button[type=submit]")
+    assert browser.find("#sign-in-error").text == "enter an API key"
+    assert browser.find("#api_key").get_attribute("aria-invalid") == "true"
