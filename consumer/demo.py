@@ -38,6 +38,7 @@ def run_demo(settings: Settings, bootstrap_servers: str, api_url: str, *, say: C
         response = httpx.post(f"{api_url}/identify", json=body, timeout=10)
         say(f"POST /identify {orjson.dumps(body).decode()} -> {response.status_code}")
         say(f"  {orjson.dumps(response.json()).decode()}")
+    say(f"see it in the operator console: {api_url}/console, search lorraine@hillvalley.edu")
 
 
 def _show_outputs(
