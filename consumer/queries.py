@@ -122,6 +122,23 @@ TABLE_EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
 CONSOLE_RECENT_AUTO_BLOCKS = """
 SELECT kind, value, reason, identity_id, created_at FROM blocked_value
 WHERE reason IN ('fan_out', 'identity_cap') ORDER BY created_at DESC, id DESC LIMIT 10"""
+# Blocks, newest first, with the live size of the identity each was found in.
+CONSOLE_BLOCKS = """
+SELECT b.id, b.kind, b.value, b.reason, b.added_by, b.identity_id,
+       (SELECT nullif(count(*), 0) FROM contact AS c
+        WHERE c.deleted_at IS NULL AND coalesce(c.linked_id, c.id) = (
+            SELECT coalesce(linked_id, id) FROM contact WHERE id = b.identity_id AND deleted_at IS NULL)),
+       b.created_at, b.removed_at
+FROM blocked_value AS b
+WHERE b.removed_at IS NULL AND (%(reason)s::text IS NULL OR b.reason = %(reason)s)
+ORDER BY b.created_at DESC, b.id DESC
+LIMIT 500"""
+CONSOLE_ERASURE_EVENTS = """
+SELECT event_type, payload::jsonb FROM outbox
+WHERE (event_type = 'identity.erased' AND (payload->'data'->>'erasureRequestId')::bigint = %(id)s)
+   OR (event_type = 'identity.split' AND payload->'data'->'cause'->>'type' = 'erasure'
+       AND (payload->'data'->'cause'->>'id')::bigint = %(id)s)
+ORDER BY id"""
 OUTBOX_HEALTH = """
 SELECT count(*), extract(epoch FROM now() - min(created_at))::float8
 FROM outbox WHERE published_at IS NULL"""

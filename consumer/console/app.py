@@ -55,6 +55,7 @@ def create_console(api: FastAPI, settings: Settings) -> FastAPI:
     console.include_router(admin.router)
     console.add_exception_handler(SignInRequired, _sign_in_required)
     console.add_exception_handler(Forbidden, _forbidden)
+    console.add_exception_handler(pages.BadInput, _bad_input)
     return console
 
 
@@ -73,6 +74,10 @@ async def _security_headers(request: Request, call_next: Handler) -> Response:
 
 async def _sign_in_required(request: Request, _: Exception) -> Response:
     return RedirectResponse(request.url_for("sign_in_form"), status_code=303)
+
+
+async def _bad_input(request: Request, exc: Exception) -> Response:
+    return pages.render(request, "error.html", status=422, title="Not a valid value", message=str(exc))
 
 
 async def _forbidden(request: Request, exc: Exception) -> Response:

@@ -25,6 +25,10 @@ templates.env.filters.update(mask=display.mask, when=display.when, age=display.a
 ContactId = Annotated[int, Query(ge=1, le=2**63 - 1)]
 
 
+class BadInput(ValueError):
+    """A value typed into a form that cannot be used; the message never repeats the value."""
+
+
 def render(request: Request, name: str, *, status: int = 200, **context: Any) -> Response:
     operator: Operator | None = getattr(request.state, "operator", None)
     return templates.TemplateResponse(
@@ -35,13 +39,13 @@ def render(request: Request, name: str, *, status: int = 200, **context: Any) ->
     )
 
 
-def _redirect(request: Request, name: str, **params: Any) -> Response:
+def redirect(request: Request, name: str, **params: Any) -> Response:
     return RedirectResponse(request.url_for(name, **params), status_code=303)
 
 
 @router.get("/", name="home")
 async def home(request: Request) -> Response:
-    return _redirect(request, "search_form")
+    return redirect(request, "search_form")
 
 
 @router.get("/sign-in", name="sign_in_form")
@@ -57,13 +61,13 @@ async def sign_in(request: Request, api_key: Annotated[str, Form(max_length=512)
         message = "this API key is unknown, revoked, or has no read scope" if key else "enter an API key"
         return render(request, "sign_in.html", status=401, title="Sign in", error=message)
     session.sign_in(request, key)
-    return _redirect(request, "search_form")
+    return redirect(request, "search_form")
 
 
 @router.post("/sign-out", name="sign_out", dependencies=[CsrfChecked])
 async def sign_out(request: Request) -> Response:
     session.sign_out(request)
-    return _redirect(request, "sign_in_form")
+    return redirect(request, "sign_in_form")
 
 
 @router.get("/search", name="search_form")
@@ -81,24 +85,24 @@ async def search(
     """Look an identity up by a POSTed value, so no email or phone ever lands in a URL or a log line."""
     form = {"title": "Search", "kind": kind, "value": value}
     try:
-        query = _lookup_value(request.app.state.api.state.normalizer, kind, value)
-    except ValueError as exc:
+        query = lookup_value(request.app.state.api.state.normalizer, kind, value)
+    except BadInput as exc:
         return render(request, "search.html", status=422, error=str(exc), **form)
     primary = await database(request).run(partial(primary_of, kind=kind, value=query))
     if primary is None:
         return render(request, "search.html", status=404, error=f"no live identity holds this {kind}", **form)
-    return _redirect(request, "identity", contact_id=primary)
+    return redirect(request, "identity", contact_id=primary)
 
 
-def _lookup_value(normalizer: Normalizer, kind: LookupKind, value: str) -> str | int:
+def lookup_value(normalizer: Normalizer, kind: LookupKind, value: str) -> str | int:
     if kind == "contact":
         if not value.strip().isdigit() or not 1 <= int(value) < 2**63:
-            raise ValueError("a contact id is a positive whole number")
+            raise BadInput("a contact id is a positive whole number")
         return int(value)
     try:
         ids = normalizer.identifiers(value if kind == "email" else None, value if kind == "phone" else None)
     except IdentifierError as exc:
-        raise ValueError(str(exc)) from None
+        raise BadInput(str(exc)) from None
     found = ids.email if kind == "email" else ids.phone
     assert found is not None
     return found
