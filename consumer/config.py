@@ -5,8 +5,11 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The blocklist hash key's default, for local runs only: `identity` warns when it is in use elsewhere.
+DEV_HASH_KEY = "identity-reconciliation-insecure-dev-key"
 
 
 class Settings(BaseSettings):
@@ -79,6 +82,22 @@ class Settings(BaseSettings):
     email_max_length: int = Field(320, ge=3)
     phone_max_length: int = Field(32, ge=3)
     email_validation: bool = False
+
+    # Guardrails (docs/guardrails.md).
+    max_links_per_value: int = Field(
+        20, ge=1, description="Rule 13: a value linked to more distinct values of the other kind is blocked."
+    )
+    max_identifiers_per_identity: int = Field(
+        100, ge=2, description="Rule 14: the most distinct emails and phones one identity may hold."
+    )
+    blocklist_patterns: bool = Field(
+        True, description="Treat values matching the shipped junk patterns (docs/guardrails.md) as blocked."
+    )
+    identity_hash_key: SecretStr = Field(
+        SecretStr(DEV_HASH_KEY),
+        description="Secret key of the blocklist's value hashes (HMAC-SHA256); set your own in production "
+        "and never change it (existing blocks would no longer match).",
+    )
 
     dev_data_dir: str = ".local"
     dev_checkout_partitions: int = Field(6, ge=1)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 RESOLVED_TYPE = "identity.resolved"
 MERGED_TYPE = "identity.merged"
+SPLIT_TYPE = "identity.split"
 CHECKOUT_TYPE = "checkout.completed"
 
 
@@ -61,6 +62,21 @@ class MergedData(BaseModel):
     mergedPrimaryIds: list[int] = Field(description="The primaries demoted to secondaries.")
     relinkedContactIds: list[int] = Field(description="The former secondaries of the demoted primaries.")
     contact: ContactPayload
+
+
+class SplitCause(BaseModel):
+    type: Literal["value_blocked", "erasure"] = Field(
+        description="What divided the identity: a value blocked (rules 12-14), or an erasure (rule 17)."
+    )
+    id: int = Field(description="The block's id (GET /blocked-values), or the erasure request's id.")
+
+
+class SplitData(BaseModel):
+    cause: SplitCause
+    formerPrimaryId: int = Field(description="The primary contact id of the identity before the split.")
+    identities: list[ContactPayload] = Field(
+        description="The identities it became, oldest primary first; one keeps formerPrimaryId."
+    )
 
 
 DataT = TypeVar("DataT")

@@ -94,6 +94,34 @@ INSERT INTO outbox (event_type, message_key, payload)
 SELECT event_type, message_key, payload
 FROM json_to_recordset(%s::json) AS r(event_type text, message_key text, payload json)"""
 
+# --- guardrails (rules 12-16) -----------------------------------------------------------------------
+
+# Which of these keyed hashes (consumer.core.blocklist.value_hash) an active block holds.
+BLOCKED_HASHES = "SELECT value_hash FROM blocked_value WHERE removed_at IS NULL AND value_hash = ANY(%s)"
+# The new block's id and true, or the active block's id and false when the value is blocked already.
+INSERT_BLOCK = """
+WITH new AS (
+    INSERT INTO blocked_value (kind, value, value_hash, reason, note, added_by, identity_id)
+    VALUES (%s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (value_hash) WHERE removed_at IS NULL DO NOTHING
+    RETURNING id
+)
+SELECT id, true FROM new
+UNION ALL
+SELECT id, false FROM blocked_value WHERE value_hash = %s AND removed_at IS NULL
+LIMIT 1"""
+# Recorded rule-7 merges between these emails and these phones: links that no row holds.
+MERGE_BRIDGES = """
+SELECT DISTINCT email, phone_number FROM merge_log
+WHERE email = ANY(ARRAY(SELECT jsonb_array_elements_text(%(emails)s::jsonb)))
+  AND phone_number = ANY(ARRAY(SELECT jsonb_array_elements_text(%(phones)s::jsonb)))"""
+INSERT_SPLITS = """
+INSERT INTO split_log (cause_type, cause_id, former_primary_id, primary_ids, split_at)
+SELECT cause_type, cause_id, former_primary_id, primary_ids, split_at
+FROM jsonb_to_recordset(%s::jsonb)
+     AS r(cause_type text, cause_id bigint, former_primary_id bigint, primary_ids bigint[],
+          split_at timestamptz)"""
+
 # --- reads ------------------------------------------------------------------------------------------
 
 CLUSTER_OF_CONTACT = """
@@ -175,6 +203,11 @@ WHERE id IN (
 
 # --- invariants (identity check) --------------------------------------------------------------------
 
+LIVE_CONTACTS = """
+SELECT id, email, phone_number, linked_id, created_at, updated_at FROM contact WHERE deleted_at IS NULL"""
+ALL_MERGE_BRIDGES = """
+SELECT DISTINCT email, phone_number FROM merge_log WHERE email IS NOT NULL AND phone_number IS NOT NULL"""
+# The link-graph invariants (one identity per component, the cap) are checked in Python: core/check.py.
 CHECKS: dict[str, LiteralString] = {
     "secondary not linked straight to a live primary": """
         SELECT s.id FROM contact AS s
@@ -188,16 +221,6 @@ CHECKS: dict[str, LiteralString] = {
         WHERE p.deleted_at IS NULL AND p.linked_id IS NULL
           AND (s.created_at, s.id) < (p.created_at, p.id)
         GROUP BY p.id ORDER BY p.id""",
-    "email shared by two clusters": """
-        SELECT min(id) FROM contact
-        WHERE deleted_at IS NULL AND email IS NOT NULL
-        GROUP BY email HAVING count(DISTINCT coalesce(linked_id, id)) > 1
-        ORDER BY 1""",
-    "phone number shared by two clusters": """
-        SELECT min(id) FROM contact
-        WHERE deleted_at IS NULL AND phone_number IS NOT NULL
-        GROUP BY phone_number HAVING count(DISTINCT coalesce(linked_id, id)) > 1
-        ORDER BY 1""",
     "precedence disagrees with linked_id": """
         SELECT id FROM contact
         WHERE (link_precedence = 'primary') <> (linked_id IS NULL)

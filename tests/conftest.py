@@ -9,7 +9,7 @@ import pytest
 from consumer.migrate import migrate
 from tests import services
 
-TABLES = "contact, processed_event, merge_log, outbox"
+TABLES = "contact, processed_event, merge_log, outbox, blocked_value, split_log"
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from consumer.api.batching import Reconciler
 from consumer.api.db import Database
 from consumer.config import Settings, get_settings
 from consumer.console import create_console
+from consumer.core import Guardrails
 from consumer.logs import configure_logging
 from consumer.normalize import Normalizer
 
@@ -59,7 +60,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     pool.open(wait=False)
     database = Database(pool, CapacityLimiter(settings.api_pool_max_size))
     reconciler = Reconciler(
-        database, max_batch=settings.api_batch_max_size, drainers=settings.api_batch_drainers
+        database,
+        Guardrails.of(settings),
+        max_batch=settings.api_batch_max_size,
+        drainers=settings.api_batch_drainers,
     )
     app.state.database = database
     app.state.reconciler = reconciler

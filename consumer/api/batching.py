@@ -18,7 +18,16 @@ import structlog
 
 from consumer.api import metrics
 from consumer.api.db import Database, unavailable
-from consumer.core import IdempotencyKeyReused, KeyConflict, Request, Resolution, reconcile_batch
+from consumer.core import (
+    BlockedInput,
+    Guardrails,
+    IdempotencyKeyReused,
+    IdentifiersBlocked,
+    KeyConflict,
+    Request,
+    Resolution,
+    reconcile_batch,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -26,8 +35,9 @@ _Call = tuple[Request, "asyncio.Future[Resolution]"]
 
 
 class Reconciler:
-    def __init__(self, database: Database, *, max_batch: int, drainers: int) -> None:
+    def __init__(self, database: Database, guard: Guardrails, *, max_batch: int, drainers: int) -> None:
         self._database = database
+        self._guard = guard
         self._max_batch = max_batch
         self._drainers = drainers
         self._queue: asyncio.Queue[_Call] = asyncio.Queue()
@@ -44,7 +54,7 @@ class Reconciler:
                 await task
 
     async def reconcile(self, request: Request) -> Resolution:
-        """Apply one call; raises `IdempotencyKeyReused` like `consumer.core.reconcile`."""
+        """Apply one call; raises like `consumer.core.reconcile`."""
         future: asyncio.Future[Resolution] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((request, future))
         return await future
@@ -59,7 +69,8 @@ class Reconciler:
 
     async def _apply(self, batch: list[_Call]) -> None:
         try:
-            results = await self._database.run(partial(reconcile_batch, requests=[r for r, _ in batch]))
+            requests = [r for r, _ in batch]
+            results = await self._database.run(partial(reconcile_batch, requests=requests, guard=self._guard))
         except Exception as exc:
             if len(batch) == 1 or unavailable(exc):
                 # A lost connection or a busy pool would fail every call the same way.
@@ -74,7 +85,12 @@ class Reconciler:
                 await self._apply([call])
             return
         for (_, future), result in zip(batch, results, strict=True):
-            _settle(future, IdempotencyKeyReused(result) if isinstance(result, KeyConflict) else result)
+            if isinstance(result, KeyConflict):
+                _settle(future, IdempotencyKeyReused(result))
+            elif isinstance(result, BlockedInput):
+                _settle(future, IdentifiersBlocked(result))
+            else:
+                _settle(future, result)
 
 
 def _settle(future: asyncio.Future[Resolution], outcome: Resolution | BaseException) -> None:

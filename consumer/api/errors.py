@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from consumer.api.db import unavailable
 from consumer.api.responses import json_response
-from consumer.core import IdempotencyKeyReused
+from consumer.core import IdempotencyKeyReused, IdentifiersBlocked
 from consumer.normalize import IdentifierError, MissingIdentifiers
 
 log = structlog.get_logger(__name__)
@@ -77,6 +77,15 @@ async def _identifier_error(_: Request, exc: Exception) -> Response:
     return error_response(status, exc.reason, str(exc), field)
 
 
+async def _identifiers_blocked(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, IdentifiersBlocked)
+    return error_response(
+        422,
+        "blocked_identifier",
+        "every identifier of the request is blocked (see GET /blocked-values); nothing was applied",
+    )
+
+
 async def _key_reused(_: Request, exc: Exception) -> Response:
     return error_response(
         409,
@@ -123,6 +132,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(IdentifierError, _identifier_error)
     app.add_exception_handler(IdempotencyKeyReused, _key_reused)
+    app.add_exception_handler(IdentifiersBlocked, _identifiers_blocked)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     # Also catches psycopg_pool.PoolTimeout, a subclass: no connection came free in time.

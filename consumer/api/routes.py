@@ -153,6 +153,7 @@ async def identify(
         publish_unchanged=False,
         # Without a key nobody can retry this call: no idempotency record to write.
         idempotent=idempotency_key is not None,
+        keeps_answer=True,
     )
     resolution = await reconciler.reconcile(request)
     metrics.RECONCILIATIONS.labels("replayed" if resolution.duplicate else resolution.outcome.value).inc()

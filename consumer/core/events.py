@@ -6,8 +6,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from consumer.contract import MERGED_TYPE, RESOLVED_TYPE
+from consumer.contract import MERGED_TYPE, RESOLVED_TYPE, SPLIT_TYPE
 from consumer.core.graph import Applied
+from consumer.core.guard import Split
 
 EVENT_SOURCE = "urn:identity-reconciliation"
 _ID_NAMESPACE = uuid.UUID("6f1c3c56-8d0e-4e8b-9a59-7f2ad3c1b0e4")
@@ -55,6 +56,18 @@ def outbox_events(
         }
         events.append(_envelope(MERGED_TYPE, source, event_id, key, timestamp, merged))
     return events
+
+
+def split_event(split: Split, time: datetime) -> OutboxEvent:
+    """`identity.split`, keyed by the former primary; its id derives from the cause and that primary."""
+    data: dict[str, object] = {
+        "cause": {"type": split.cause_type, "id": split.cause_id},
+        "formerPrimaryId": split.former_primary_id,
+        "identities": [view.document() for view in split.identities],
+    }
+    key = str(split.former_primary_id)
+    source = f"{EVENT_SOURCE}:{split.cause_type}"
+    return _envelope(SPLIT_TYPE, source, f"{split.cause_id}:{key}", key, time.isoformat(), data)
 
 
 def _envelope(

@@ -7,12 +7,13 @@ what changes, then writes the inserted and changed rows back in bulk.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Set
+from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import datetime
-from operator import attrgetter
 
 from consumer.contract import Outcome
+from consumer.core.links import AGE as _AGE
+from consumer.core.links import Kind, values_of
 
 
 @dataclass(slots=True)
@@ -31,6 +32,10 @@ class Contact:
     @property
     def link_precedence(self) -> str:
         return "primary" if self.linked_id is None else "secondary"
+
+    def values(self) -> list[tuple[Kind, str]]:
+        """The row's email and phone, each with its kind."""
+        return values_of(self.email, self.phone_number)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +104,12 @@ class IdentityGraph:
 
         members = [self.rows[i] for p in clusters for i in self._members[p]]
         created: Contact | None = None
-        if (email is not None and all(r.email != email for r in members)) or (
-            phone is not None and all(r.phone_number != phone for r in members)
+        if (
+            (email is not None and all(r.email != email for r in members))
+            or (phone is not None and all(r.phone_number != phone for r in members))
+            # Rule 8: an event older than every row it matches keeps its row, so that an identity's
+            # primary is its oldest event's row whatever the delivery order.
+            or all(at < self.rows[i].created_at for i in matched)
         ):
             created = Contact(next_id(), email, phone, None, at, now)
             self._insert(created)
@@ -115,6 +124,29 @@ class IdentityGraph:
         else:
             outcome = Outcome.MATCHED
         return Applied(outcome, created.id if created else None, self.view(winner.id), merge)
+
+    def holders(self, kind: Kind, value: str) -> Set[int]:
+        """The ids of the rows holding `value`."""
+        return self._index_lookup(self._by_email if kind == "email" else self._by_phone, value)
+
+    def members(self, primary_id: int) -> list[Contact]:
+        return [self.rows[i] for i in self._members[primary_id]]
+
+    def regroup(self, groups: Iterable[Sequence[Contact]], now: datetime) -> None:
+        """Make each group (oldest row first) an identity of its own: its rows link straight to its first."""
+        for group in groups:
+            winner = group[0]
+            for row in group:
+                target = None if row is winner else winner.id
+                if row.linked_id != target:
+                    row.updated_at = now
+                    self.changed.add(row.id)
+                    self._move(row, target)
+
+    def join(self, primary_ids: Iterable[int], now: datetime) -> Merge | None:
+        """Merge whole identities into their oldest primary (rule 7 without an input)."""
+        members = [self.rows[i] for p in set(primary_ids) for i in self._members[p]]
+        return self._relink(min(members, key=_AGE), members, None, now) if members else None
 
     def view(self, primary_id: int) -> ContactView:
         primary = self.rows[primary_id]
@@ -179,5 +211,3 @@ class IdentityGraph:
 
 
 _NONE: frozenset[int] = frozenset()
-# Rule 3's order, (created_at, id): the oldest row of a cluster is its primary. A C-level key function.
-_AGE = attrgetter("created_at", "id")

@@ -16,10 +16,10 @@ waits cannot be part of a deadlock, whatever order it locks in.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import psycopg
@@ -27,11 +27,16 @@ from psycopg import errors
 
 from consumer import queries
 from consumer.contract import ContactPayload, Outcome
-from consumer.core.events import OutboxEvent, outbox_events
-from consumer.core.graph import Applied, Contact, ContactView, IdentityGraph, Merge
+from consumer.core.blocklist import Blocklist, Guardrails, lock_key
+from consumer.core.events import OutboxEvent, outbox_events, split_event
+from consumer.core.graph import Contact, ContactView, IdentityGraph, Merge
+from consumer.core.guard import Guard
+from consumer.core.links import Kind, values_of
 from consumer.normalize import Identifiers
 
 _MAX_ATTEMPTS = 10
+DEFAULT_GUARDRAILS = Guardrails()
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +54,9 @@ class Request:
     idempotent: bool = True
     """Record (source, event_id) so a replay changes nothing. False for an input nobody can retry (an
     API call without an Idempotency-Key): `event_id` then only names the provenance of its rows."""
+    keeps_answer: bool = False
+    """Store the identity answered, so a replay answers it again (API calls). Otherwise a replay answers
+    the identity as it is then, and the stored record stays small whatever the identity's size."""
 
     @property
     def fingerprint(self) -> bytes:
@@ -65,13 +73,13 @@ class Resolution:
     duplicate: bool = False
     """True when the (source, id) was processed before: this is the first answer, nothing was applied."""
 
-    def to_json(self, contact: dict[str, object]) -> dict[str, Any]:
-        """The stored answer; `contact` is `self.contact.document()`, which the caller has already."""
+    def to_json(self, keep_answer: bool) -> dict[str, Any]:
+        """The stored answer: ids, and the identity's values only when `keep_answer`."""
         merge = self.merge
-        return {
+        stored: dict[str, Any] = {
             "outcome": self.outcome.value,
             "contactId": self.contact_id,
-            "contact": contact,
+            "primaryId": self.contact.primary_id,
             "merge": None
             if merge is None
             else [
@@ -80,20 +88,27 @@ class Resolution:
                 list(merge.relinked_contact_ids),
             ],
         }
+        if keep_answer:
+            stored["contact"] = self.contact.document()
+        return stored
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Resolution:
-        contact = ContactPayload.model_validate(data["contact"])
+    def from_json(cls, data: dict[str, Any], current: ContactView) -> Resolution:
+        """A replay's answer: the stored identity if kept, else `current`."""
         merge = data["merge"]
+        contact = current
+        if "contact" in data:
+            kept = ContactPayload.model_validate(data["contact"])
+            contact = ContactView(
+                kept.primaryContactId,
+                tuple(kept.emails),
+                tuple(kept.phoneNumbers),
+                tuple(kept.secondaryContactIds),
+            )
         return cls(
             outcome=Outcome(data["outcome"]),
             contact_id=data["contactId"],
-            contact=ContactView(
-                contact.primaryContactId,
-                tuple(contact.emails),
-                tuple(contact.phoneNumbers),
-                tuple(contact.secondaryContactIds),
-            ),
+            contact=contact,
             merge=None if merge is None else Merge(merge[0], tuple(merge[1]), tuple(merge[2])),
             duplicate=True,
         )
@@ -107,54 +122,112 @@ class KeyConflict:
     event_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class BlockedInput:
+    """Every identifier of the input is blocked (rule 12): nothing was applied, and nothing recorded, so
+    the same input can be replayed after an unblock."""
+
+    source: str
+    event_id: str
+
+
+Result = Resolution | KeyConflict | BlockedInput
+
+
+class IdentifiersBlocked(Exception):
+    def __init__(self, blocked: BlockedInput) -> None:
+        super().__init__("every identifier of the input is blocked")
+        self.blocked = blocked
+
+
 class IdempotencyKeyReused(Exception):
     def __init__(self, conflict: KeyConflict) -> None:
         super().__init__(f"idempotency key {conflict.event_id!r} was already used with a different payload")
         self.conflict = conflict
 
 
-def reconcile(conn: psycopg.Connection[Any], request: Request) -> Resolution:
-    """Apply one input in its own transaction; raises `IdempotencyKeyReused` on a conflicting replay."""
-    (result,) = reconcile_batch(conn, [request])
+def reconcile(
+    conn: psycopg.Connection[Any], request: Request, guard: Guardrails = DEFAULT_GUARDRAILS
+) -> Resolution:
+    """Apply one input in its own transaction; raises `IdempotencyKeyReused` on a conflicting replay and
+    `IdentifiersBlocked` when all its identifiers are blocked."""
+    (result,) = reconcile_batch(conn, [request], guard)
     if isinstance(result, KeyConflict):
         raise IdempotencyKeyReused(result)
+    if isinstance(result, BlockedInput):
+        raise IdentifiersBlocked(result)
     return result
 
 
 def reconcile_batch(
-    conn: psycopg.Connection[Any], requests: Sequence[Request]
-) -> list[Resolution | KeyConflict]:
+    conn: psycopg.Connection[Any], requests: Sequence[Request], guard: Guardrails = DEFAULT_GUARDRAILS
+) -> list[Result]:
     """Apply many inputs, with the same results as applying them one by one in order.
 
     Usually one transaction. Inputs touching an identifier or a cluster another transaction has locked,
     with every later input sharing an identifier, an idempotency key or a cluster with them, go to a
     second transaction that waits for those locks, instead of holding up the whole batch: inputs that
     share something keep their order, and independent ones commute. Each transaction commits the
-    contacts, the processed-event records, the merge log and the outbox rows of its inputs together.
+    contacts, the processed-event records, the merge log, the blocks and splits (rules 13-15) and the
+    outbox rows of its inputs together.
     `conn` must not be inside a transaction: this function owns it, and restarts it when needed.
     """
-    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-        raise RuntimeError("reconcile_batch needs a connection outside any transaction")
-    results: list[Resolution | KeyConflict | None] = [None] * len(requests)
+    _check_idle(conn)
+    results: list[Result | None] = [None] * len(requests)
     wait = False
     while left := [i for i, result in enumerate(results) if result is None]:
-        for i, result in zip(left, _transaction(conn, [requests[i] for i in left], wait), strict=True):
+        pending = [requests[i] for i in left]
+        batch_results = _transaction(conn, lambda tx, extra, w: tx.run(extra, w), pending, guard, wait)
+        for i, result in zip(left, batch_results, strict=True):
             results[i] = result
         wait = True
     return [result for result in results if result is not None]
 
 
+def with_identities(
+    conn: psycopg.Connection[Any],
+    identifiers: Sequence[Identifiers],
+    guard: Guardrails,
+    work: Callable[[Transaction], T],
+) -> T:
+    """Run `work` in one transaction holding the locks of `identifiers` and of every identity holding
+    them (waiting for them in the global order), with those identities loaded; then write its changes.
+
+    For operations that are not inputs (blocks, unblocks, erasures): they change identities under the
+    same locks as reconciliation, so they are safe against any worker or API call at the same moment.
+    """
+    _check_idle(conn)
+    requests = [Request(ids, source="", event_id="", idempotent=False) for ids in identifiers]
+
+    def body(tx: Transaction, extra: set[int], wait: bool) -> T:
+        tx.lock_all(extra)
+        result = work(tx)
+        tx.write()
+        return result
+
+    return _transaction(conn, body, requests, guard, True)
+
+
+def _check_idle(conn: psycopg.Connection[Any]) -> None:
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise RuntimeError("the core needs a connection outside any transaction")
+
+
 def _transaction(
-    conn: psycopg.Connection[Any], requests: Sequence[Request], wait: bool
-) -> list[Resolution | KeyConflict | None]:
-    """One transaction, restarted when it must; None for the inputs it left for the next one."""
+    conn: psycopg.Connection[Any],
+    body: Callable[[Transaction, set[int], bool], T],
+    requests: Sequence[Request],
+    guard: Guardrails,
+    wait: bool,
+) -> T:
+    """One transaction running `body`, restarted when it must."""
     extra_primaries: set[int] = set()
     for attempt in range(1, _MAX_ATTEMPTS + 1):
         try:
             # Pipeline mode: statements that do not need each other's results share one round trip,
             # so a transaction costs five or six round trips whatever its size.
             with conn.pipeline(), conn.transaction():
-                return _Batch(conn, requests).run(extra_primaries, wait)
+                return body(Transaction(conn, requests, guard), extra_primaries, wait)
         except _PrimaryBusy as exc:
             if attempt == _MAX_ATTEMPTS:
                 # An OperationalError like any lock timeout: callers retry it or answer 503.
@@ -163,6 +236,7 @@ def _transaction(
             extra_primaries |= exc.primaries
             wait = True
         except (errors.DeadlockDetected, errors.SerializationFailure):
+            # Blocks take a value's lock out of the global order (rules 13-14): rare, and retried.
             if attempt == _MAX_ATTEMPTS:
                 raise
     raise AssertionError("unreachable: the last attempt returns or raises")
@@ -179,68 +253,97 @@ def contact_view(conn: psycopg.Connection[Any], contact_id: int) -> ContactView 
     return graph.view(primary)
 
 
-def lock_key(*parts: str) -> int:
-    """A signed 64-bit advisory-lock key; every process derives the same key from the same parts."""
-    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
 class _PrimaryBusy(Exception):
     def __init__(self, primaries: set[int], error: errors.LockNotAvailable) -> None:
         self.primaries = primaries
         self.error = error
 
 
-class _Batch:
-    def __init__(self, conn: psycopg.Connection[Any], requests: Sequence[Request]) -> None:
+class Transaction:
+    """One transaction's work: lock, load the identities, apply inputs or operations, write it all."""
+
+    def __init__(self, conn: psycopg.Connection[Any], requests: Sequence[Request], guard: Guardrails) -> None:
         self.conn = conn
         self.requests = requests
+        self.limits = guard
+        self.blocklist = Blocklist(conn, guard)
+        # Set once the identities are loaded (`_load_clusters`).
+        self.graph: IdentityGraph
+        self.now: datetime
+        self.guard: Guard
         self.created_by: dict[int, Request] = {}
         self.merges: list[dict[str, object]] = []
+        self.splits: list[dict[str, object]] = []
         self.processed: list[dict[str, object]] = []
         self.outbox: list[OutboxEvent] = []
         self._free_ids: list[int] = []
-        self._pending = 0
+        self._ids_wanted = 0
+        """How many inputs are left to apply: the size of the next block of contact ids fetched."""
+        self._known: set[tuple[Kind, str]] = set()
+        """The values of the inputs going on that live rows held when looked up."""
 
-    def run(self, extra_primaries: set[int], wait: bool) -> list[Resolution | KeyConflict | None]:
+    def run(self, extra_primaries: set[int], wait: bool) -> list[Result | None]:
+        """Apply the inputs that can go on now; None for those left for the next transaction."""
         ready, locked = self._lock(extra_primaries, wait)
         conn, requests = self.conn, [r for r, go in zip(self.requests, ready, strict=True) if go]
         if not requests:
             return [None] * len(ready)
-        self._pending = len(requests)
+        self._ids_wanted = len(requests)
         processed = conn.execute(
             queries.PROCESSED_EVENTS,
             [_json([{"source": r.source, "event_id": r.event_id} for r in requests if r.idempotent])],
         )
-        graph, now = self._load_clusters(locked)
+        self._load_clusters(locked)
         seen: dict[tuple[str, str], tuple[bytes, dict[str, Any]]] = {
             (source, event_id): (bytes(digest), result) for source, event_id, digest, result in processed
         }
-
-        results: list[Resolution | KeyConflict] = []
-        for request in requests:
-            self._pending -= 1
-            key = (request.source, request.event_id)
-            if request.idempotent and key in seen:
-                digest, stored = seen[key]
-                replay = digest == request.fingerprint
-                results.append(Resolution.from_json(stored) if replay else KeyConflict(*key))
-                continue
-            ids = request.identifiers
-            at = now if request.occurred_at is None else min(request.occurred_at, now)
-            applied = graph.apply(ids.email, ids.phone, at, now, self._next_id)
-            if applied.contact_id is not None:
-                self.created_by[applied.contact_id] = request
-            resolution = Resolution(applied.outcome, applied.contact_id, applied.contact, applied.merge)
-            contact = applied.contact.document()
-            if request.idempotent:
-                seen[key] = (request.fingerprint, resolution.to_json(contact))
-                self._remember(request, *seen[key])
-            self._record(request, applied, contact, now)
-            results.append(resolution)
-        self._write(graph)
+        results = [self._apply(request, seen) for request in requests]
+        self.write()
         answers = iter(results)
         return [next(answers) if go else None for go in ready]
+
+    def lock_all(self, extra_primaries: set[int]) -> None:
+        """Wait for the locks of every request's identifiers and identities, and load those identities."""
+        _, locked = self._lock(extra_primaries, wait=True)
+        self._load_clusters(locked)
+
+    def _apply(self, request: Request, seen: dict[tuple[str, str], tuple[bytes, dict[str, Any]]]) -> Result:
+        self._ids_wanted -= 1
+        key = (request.source, request.event_id)
+        if request.idempotent and key in seen:
+            digest, stored = seen[key]
+            if digest != request.fingerprint:
+                return KeyConflict(*key)
+            return Resolution.from_json(stored, self._current_view(request, stored))
+        ids = request.identifiers
+        email, phone = self.guard.admit(ids.email, ids.phone)
+        self._flush_splits()
+        if email is None and phone is None:
+            return BlockedInput(*key)
+        now = self.now
+        at = now if request.occurred_at is None else min(request.occurred_at, now)
+        applied = self.graph.apply(email, phone, at, now, self._next_id)
+        if applied.contact_id is not None:
+            self.created_by[applied.contact_id] = request
+        resolution = Resolution(applied.outcome, applied.contact_id, applied.contact, applied.merge)
+        if request.idempotent:
+            seen[key] = (request.fingerprint, resolution.to_json(request.keeps_answer))
+            self._remember(request, *seen[key])
+        if request.publish_unchanged or applied.outcome is not Outcome.MATCHED:
+            contact = applied.contact.document()
+            self.outbox.extend(outbox_events(request.source, request.event_id, applied, now, contact))
+        if applied.merge is not None:
+            self.record_merge(request.source, request.event_id, Identifiers(email, phone), applied.merge)
+        return resolution
+
+    def _current_view(self, request: Request, stored: dict[str, Any]) -> ContactView:
+        """A replay's identity as it is now: the one holding the input's values, if any still does."""
+        graph, ids = self.graph, request.identifiers
+        values: tuple[tuple[Kind, str | None], ...] = (("email", ids.email), ("phone", ids.phone))
+        for kind, value in values:
+            if value is not None and (holders := graph.holders(kind, value)):
+                return graph.view(graph.rows[min(holders)].primary_id)
+        return ContactView(stored.get("primaryId", 0), (), (), ())
 
     def _lock(self, extra_primaries: set[int], wait: bool) -> tuple[list[bool], set[int]]:
         """Lock what the inputs can touch; returns which inputs go on in this transaction, and the
@@ -255,36 +358,40 @@ class _Batch:
         conn = self.conn
         keys = [_lock_keys(r) for r in self.requests]
         every = _json(sorted({k for ks in keys for k in ks}))
-        if wait:
-            conn.execute(queries.LOCK_KEYS, [every])
-        else:
-            busy_keys = conn.execute(queries.TRY_LOCK_KEYS, [every])
-        emails = {r.identifiers.email for r in self.requests if r.identifiers.email is not None}
-        phones = {r.identifiers.phone for r in self.requests if r.identifiers.phone is not None}
-        lookup = conn.execute(
-            queries.LOOKUP_PRIMARIES, {"emails": _json(sorted(emails)), "phones": _json(sorted(phones))}
-        )
-        primaries_of: dict[tuple[str, str], set[int]] = {}
-        for kind, value, primary in lookup.fetchall():
-            primaries_of.setdefault((kind, value), set()).add(primary)
-        clusters = [_primaries(r, primaries_of) for r in self.requests]
+        busy_keys = conn.execute(queries.LOCK_KEYS if wait else queries.TRY_LOCK_KEYS, [every])
+        values = {v for r in self.requests for v in _values(r)}
+        # After the advisory locks: a block of these values committed before them is seen (blockers
+        # take the value's lock too).
+        self.blocklist.prefetch(values)
+        primaries_of = self._lookup(values)
+        clusters = [set().union(*(primaries_of.get(v, ()) for v in _values(r))) for r in self.requests]
         if wait:
             wanted = set().union(extra_primaries, *clusters)
             cursor = conn.execute(queries.LOCK_PRIMARIES, [_json(sorted(wanted))])
-            return [True] * len(keys), {row[0] for row in cursor.fetchall()}
-        held = {row[0] for row in busy_keys.fetchall()}
-        ready = _independent(keys, clusters, held, set())
-        wanted = set().union(extra_primaries, *(c for c, go in zip(clusters, ready, strict=True) if go))
-        cursor = conn.execute(queries.LOCK_PRIMARIES_SKIP_LOCKED, [_json(sorted(wanted))])
-        locked = {row[0] for row in cursor.fetchall()}
-        return _independent(keys, clusters, held, wanted - locked), locked
+            ready = [True] * len(keys)
+            locked = {row[0] for row in cursor.fetchall()}
+        else:
+            held = {row[0] for row in busy_keys.fetchall()}
+            ready = _independent(keys, clusters, held, set())
+            wanted = set().union(extra_primaries, *(c for c, go in zip(clusters, ready, strict=True) if go))
+            cursor = conn.execute(queries.LOCK_PRIMARIES_SKIP_LOCKED, [_json(sorted(wanted))])
+            locked = {row[0] for row in cursor.fetchall()}
+            ready = _independent(keys, clusters, held, wanted - locked)
+        self._known = {
+            (kind, value)
+            for r, go in zip(self.requests, ready, strict=True)
+            if go
+            for kind, value in _values(r)
+        } & primaries_of.keys()
+        return ready, locked
 
-    def _load_clusters(self, locked: set[int]) -> tuple[IdentityGraph, datetime]:
+    def _load_clusters(self, locked: set[int]) -> None:
         """Load the clusters of the `locked` primaries once every primary they hold is locked too.
 
         The identifiers' rows cannot change while their advisory locks are held, but their clusters can
-        merge between the lookup and the row lock: a locked primary then shows up linked to another
-        one, which is locked without waiting, or the transaction restarts with it.
+        change between the lookup and the row lock: merged (a locked primary then shows up linked to
+        another one) or split (rows then show up linked to a new primary). The other primary is locked
+        without waiting, or the transaction restarts with it.
         """
         while True:
             rows = self.conn.execute(queries.CLUSTERS_OF_PRIMARIES, [_json(sorted(locked))], binary=True)
@@ -293,18 +400,35 @@ class _Batch:
                 Contact(*row) for row in {row[0]: row for row in rows.fetchall()}.values()
             )
             missing = {r.primary_id for r in graph.rows.values()} - locked
+            moved = [(kind, value) for kind, value in self._known if not graph.holders(kind, value)]
+            if moved:
+                missing |= set().union(*self._lookup(moved).values()) - locked
             if not missing:
-                return graph, _first(clock)
+                self.graph, self.now = graph, _first(clock)
+                self.guard = Guard(self.conn, graph, self.blocklist, self.limits, self.now)
+                return
             try:
                 self.conn.execute(queries.LOCK_PRIMARIES_NOWAIT, [_json(sorted(missing))]).fetchall()
             except errors.LockNotAvailable as exc:
                 raise _PrimaryBusy(locked | missing, exc) from exc
             locked |= missing
 
+    def _lookup(self, values: Iterable[tuple[Kind, str]]) -> dict[tuple[Kind, str], set[int]]:
+        """The primaries of the live rows holding each value (one round trip, index lookups)."""
+        emails = sorted(v for k, v in values if k == "email")
+        phones = sorted(v for k, v in values if k == "phone")
+        cursor = self.conn.execute(
+            queries.LOOKUP_PRIMARIES, {"emails": _json(emails), "phones": _json(phones)}
+        )
+        primaries_of: dict[tuple[Kind, str], set[int]] = {}
+        for kind, value, primary in cursor.fetchall():
+            primaries_of.setdefault(("email" if kind == "e" else "phone", value), set()).add(primary)
+        return primaries_of
+
     def _next_id(self) -> int:
         """Contact ids come from the table's sequence, fetched in blocks only once a row is needed."""
         if not self._free_ids:
-            cursor = self.conn.execute(queries.ALLOCATE_CONTACT_IDS, [self._pending + 1])
+            cursor = self.conn.execute(queries.ALLOCATE_CONTACT_IDS, [self._ids_wanted + 1])
             self._free_ids = [row[0] for row in cursor.fetchall()][::-1]
         return self._free_ids.pop()
 
@@ -318,25 +442,40 @@ class _Batch:
             }
         )
 
-    def _record(self, request: Request, applied: Applied, contact: dict[str, object], now: datetime) -> None:
-        if request.publish_unchanged or applied.outcome is not Outcome.MATCHED:
-            self.outbox.extend(outbox_events(request.source, request.event_id, applied, now, contact))
-        if applied.merge is not None:
-            merge = applied.merge
-            self.merges.append(
+    def record_merge(self, source: str, event_id: str, bridge: Identifiers, merge: Merge) -> None:
+        if bridge.email is not None and bridge.phone is not None:
+            self.guard.bridges.append((bridge.email, bridge.phone))
+        self.merges.append(
+            {
+                "source": source,
+                "source_event_id": event_id,
+                "email": bridge.email,
+                "phone_number": bridge.phone,
+                "surviving_primary_id": merge.surviving_primary_id,
+                "demoted_primary_ids": merge.merged_primary_ids,
+                "relinked_contact_ids": merge.relinked_contact_ids,
+                "merged_at": self.now,
+            }
+        )
+
+    def _flush_splits(self) -> None:
+        """Announce the splits made so far, before the events of the input that caused them."""
+        for split in self.guard.take_splits():
+            self.splits.append(
                 {
-                    "source": request.source,
-                    "source_event_id": request.event_id,
-                    "email": request.identifiers.email,
-                    "phone_number": request.identifiers.phone,
-                    "surviving_primary_id": merge.surviving_primary_id,
-                    "demoted_primary_ids": merge.merged_primary_ids,
-                    "relinked_contact_ids": merge.relinked_contact_ids,
-                    "merged_at": now,
+                    "cause_type": split.cause_type,
+                    "cause_id": split.cause_id,
+                    "former_primary_id": split.former_primary_id,
+                    "primary_ids": [view.primary_id for view in split.identities],
+                    "split_at": self.now,
                 }
             )
+            self.outbox.append(split_event(split, self.now))
 
-    def _write(self, graph: IdentityGraph) -> None:
+    def write(self) -> None:
+        """Write everything this transaction changed, one statement per table."""
+        self._flush_splits()
+        graph = self.graph
         inserted = {row.id for row in graph.inserted}
         contacts = [
             {
@@ -368,6 +507,7 @@ class _Batch:
             (queries.INSERT_CONTACTS, contacts),
             (queries.UPDATE_LINKS, links),
             (queries.INSERT_MERGES, self.merges),
+            (queries.INSERT_SPLITS, self.splits),
             (queries.INSERT_PROCESSED, self.processed),
             (queries.INSERT_OUTBOX, outbox),
         ):
@@ -390,13 +530,8 @@ def _independent(
     return ready
 
 
-def _primaries(r: Request, primaries_of: dict[tuple[str, str], set[int]]) -> set[int]:
-    found: set[int] = set()
-    if r.identifiers.email is not None:
-        found |= primaries_of.get(("e", r.identifiers.email), set())
-    if r.identifiers.phone is not None:
-        found |= primaries_of.get(("p", r.identifiers.phone), set())
-    return found
+def _values(r: Request) -> list[tuple[Kind, str]]:
+    return values_of(r.identifiers.email, r.identifiers.phone)
 
 
 def _lock_keys(r: Request) -> list[int]:

@@ -48,6 +48,7 @@ class Reason(StrEnum):
     INVALID_IDENTIFIER = "invalid_identifier"
     NO_IDENTIFIERS = "no_identifiers"
     KEY_REUSED = "key_reused"
+    BLOCKED_IDENTIFIER = "blocked_identifier"
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
 
 from consumer.config import Settings
-from consumer.core import KeyConflict, Request, Resolution, reconcile_batch
+from consumer.core import BlockedInput, Guardrails, KeyConflict, Request, Resolution, Result, reconcile_batch
 from consumer.normalize import Normalizer
 from consumer.worker import metrics
 from consumer.worker.decode import DeadLetter, Reason, decode
@@ -41,6 +41,10 @@ Partition = tuple[str, int]
 _LAG_INTERVAL_S = 1.0
 _KEY_REUSED = DeadLetter(
     Reason.KEY_REUSED, "this (source, id) was already processed with a different payload; nothing applied"
+)
+_BLOCKED = DeadLetter(
+    Reason.BLOCKED_IDENTIFIER,
+    "every identifier of the event is blocked; nothing applied (replay it with dlq-replay after an unblock)",
 )
 
 
@@ -65,6 +69,7 @@ class Worker:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._normalizer = Normalizer.from_settings(settings)
+        self._guard = Guardrails.of(settings)
         self._consumer = Consumer(
             {
                 "bootstrap.servers": settings.kafka_bootstrap_servers,
@@ -152,11 +157,11 @@ class Worker:
         items = list(self._inflight)
         good = [item for item in items if isinstance(item.decoded, Request)]
         requests = [item.decoded for item in good if isinstance(item.decoded, Request)]
-        results: dict[_Item, Resolution | KeyConflict] = {}
+        results: dict[_Item, Result] = {}
         if requests:
             conn = self._connection()
             try:
-                results = dict(zip(good, reconcile_batch(conn, requests), strict=True))
+                results = dict(zip(good, reconcile_batch(conn, requests, self._guard), strict=True))
             except Exception as exc:
                 if is_transient(exc):
                     self._drop_connection()
@@ -329,11 +334,13 @@ class Worker:
             raise KafkaException(self._fatal)
 
 
-def _result(item: _Item, result: Resolution | KeyConflict | None) -> Resolution | DeadLetter:
+def _result(item: _Item, result: Result | None) -> Resolution | DeadLetter:
     if isinstance(item.decoded, DeadLetter):
         return item.decoded
     if isinstance(result, KeyConflict):
         return _KEY_REUSED
+    if isinstance(result, BlockedInput):
+        return _BLOCKED
     assert result is not None
     return result
 

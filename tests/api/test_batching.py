@@ -13,7 +13,7 @@ import httpx
 import psycopg
 import pytest
 
-from consumer.core.reconcile import lock_key
+from consumer.core.blocklist import lock_key
 from tests.api.conftest import ApiServer, api_server
 from tests.api.test_metrics import samples, value
 

@@ -14,15 +14,18 @@ import pytest
 
 from consumer.contract import Outcome
 from consumer.core import (
+    BlockedInput,
+    Guardrails,
     IdempotencyKeyReused,
     KeyConflict,
     Request,
     Resolution,
+    Result,
     check_invariants,
     reconcile,
     reconcile_batch,
 )
-from consumer.core.reconcile import lock_key
+from consumer.core.blocklist import lock_key
 from consumer.normalize import Identifiers
 from tests.core.helpers import (
     SOURCE,
@@ -69,7 +72,13 @@ def run_concurrently(
     assert failures == []
 
 
-def random_round(rng: random.Random, thread: int, round_: int) -> list[Request]:
+HUB_PHONE = "5550100"
+NO_GUARD = Guardrails(max_links_per_value=10**9, max_identifiers_per_identity=10**9)
+SMALL_GUARD = Guardrails(max_links_per_value=5, max_identifiers_per_identity=20)
+
+
+def random_round(rng: random.Random, thread: int, round_: int, hub: bool = False) -> list[Request]:
+    """With `hub`, one input in five carries the same phone: a shop's till number."""
     day_zero = datetime(2023, 1, 1, tzinfo=UTC)
 
     def group() -> int:
@@ -85,6 +94,8 @@ def random_round(rng: random.Random, thread: int, round_: int) -> list[Request]:
         phone = (
             f"{other:04d}{rng.randrange(IDS_PER_GROUP):02d}" if rng.random() < 0.8 or email is None else None
         )
+        if hub and rng.random() < 0.2:
+            phone = HUB_PHONE
         # Random event times: a late older event often takes over its cluster (rule 8).
         when = day_zero + timedelta(minutes=rng.randrange(1000)) if rng.random() < 0.7 else None
         event = f"t{thread}-r{round_}-{n}"
@@ -109,13 +120,10 @@ def clusters(conn: psycopg.Connection[Any]) -> list[set[str]]:
     return list(by_primary.values())
 
 
-def test_random_overlapping_inputs_from_many_threads(db: psycopg.Connection[Any], database_url: str) -> None:
+def run_rounds(plans: list[list[list[Request]]], limits: Guardrails, url: str) -> list[Result]:
+    """Each thread applies its rounds, all threads starting each round together, in random chunks."""
     seed = random.randrange(2**32)
-    plans = [
-        [random_round(random.Random(seed + n * ROUNDS + r), n, r) for r in range(ROUNDS)]
-        for n in range(THREADS)
-    ]
-    merged = Counter[int]()
+    results: list[Result] = []
 
     def work(n: int, conn: psycopg.Connection[Any], barrier: threading.Barrier) -> None:
         rng = random.Random(seed - n)
@@ -124,14 +132,24 @@ def test_random_overlapping_inputs_from_many_threads(db: psycopg.Connection[Any]
             while pending:
                 size = 1 if rng.random() < 0.6 else rng.randint(2, 8)
                 chunk, pending = pending[:size], pending[size:]
-                results = reconcile_batch(conn, chunk) if size > 1 else [reconcile(conn, chunk[0])]
-                assert all(isinstance(r, Resolution) and not r.duplicate for r in results)
-                merged[n] += sum(1 for r in results if isinstance(r, Resolution) and r.merge is not None)
+                results.extend(reconcile_batch(conn, chunk, limits))
 
-    run_concurrently(THREADS, work, database_url)
+    run_concurrently(THREADS, work, url)
+    return results
+
+
+def test_random_overlapping_inputs_from_many_threads(db: psycopg.Connection[Any], database_url: str) -> None:
+    seed = random.randrange(2**32)
+    plans = [
+        [random_round(random.Random(seed + n * ROUNDS + r), n, r) for r in range(ROUNDS)]
+        for n in range(THREADS)
+    ]
+    results = run_rounds(plans, NO_GUARD, database_url)
+    assert all(isinstance(r, Resolution) and not r.duplicate for r in results)
+    merged = sum(1 for r in results if isinstance(r, Resolution) and r.merge is not None)
 
     everything = [r for plan in plans for round_ in plan for r in round_]
-    assert check_invariants(db) == [], f"seed {seed}"
+    assert check_invariants(db, NO_GUARD) == [], f"seed {seed}"
     db.rollback()
     found = clusters(db)
     identifiers = [k for cluster in found for k in cluster]
@@ -145,7 +163,32 @@ def test_random_overlapping_inputs_from_many_threads(db: psycopg.Connection[Any]
     )
     resolved = table(db, "SELECT count(*) AS n FROM outbox WHERE event_type = 'identity.resolved'")
     assert resolved == [{"n": len(everything)}]
-    assert counts(db)["merge_log"] == sum(merged.values()) > 0
+    assert counts(db)["merge_log"] == merged > 0
+
+
+def test_hub_values_from_many_threads_are_blocked_and_split(
+    db: psycopg.Connection[Any], database_url: str
+) -> None:
+    """Rules 12-15 under rule 10: a hub phone racing in from every thread ends blocked, every identity
+    is one component of the link graph within the cap, and only inputs with nothing else are refused."""
+    seed = random.randrange(2**32)
+    plans = [
+        [random_round(random.Random(seed + n * ROUNDS + r), n, r, hub=True) for r in range(ROUNDS)]
+        for n in range(THREADS)
+    ]
+    results = run_rounds(plans, SMALL_GUARD, database_url)
+
+    assert check_invariants(db, SMALL_GUARD) == [], f"seed {seed}"
+    db.rollback()
+    blocks = table(db, "SELECT kind, value FROM blocked_value")
+    assert {"kind": "phone", "value": HUB_PHONE} in blocks, f"seed {seed}"
+    assert table(db, "SELECT count(*) AS n FROM outbox WHERE event_type = 'identity.split'")[0]["n"] > 0
+    refused = [r for r in results if isinstance(r, BlockedInput)]
+    everything = {(r.source, r.event_id): r for plan in plans for round_ in plan for r in round_}
+    blocked = {row["value"] for row in blocks}
+    for r in refused:
+        ids = everything[r.source, r.event_id].identifiers
+        assert {ids.email, ids.phone} - {None} <= blocked
 
 
 @pytest.mark.parametrize("with_phones", [False, True])

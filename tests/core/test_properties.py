@@ -10,6 +10,7 @@ batches may leave gaps in the id sequence.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,21 +18,27 @@ from typing import Any
 
 import psycopg
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
+from consumer.contract import SPLIT_TYPE
 from consumer.core import (
+    BlockedInput,
+    Guardrails,
     IdempotencyKeyReused,
+    IdentifiersBlocked,
     KeyConflict,
     Request,
-    Resolution,
+    Result,
     check_invariants,
     reconcile,
     reconcile_batch,
 )
+from consumer.core.events import EVENT_SOURCE, output_event_id
 from consumer.normalize import Identifiers
 from tests.conftest import reset_database
-from tests.core.helpers import SOURCE, UnionFind, contacts, execute, identifier_keys, outbox
+from tests.core.helpers import SOURCE, UnionFind, contacts, execute, outbox
+from tests.core.helpers import table as table_rows
 
 EMAILS = ["a@x.io", "b@x.io", "c@x.io", "d@x.io"]
 PHONES = ["111", "222", "333", "444"]
@@ -82,9 +89,15 @@ inputs = st.tuples(identifiers(), times).map(lambda t: Input(t[0][0], t[0][1], t
 replays = st.tuples(st.integers(0, 29), st.booleans(), identifiers()).map(
     lambda t: Replay(t[0], t[1], t[2][0], t[2][1])
 )
-steps = st.lists(st.one_of(inputs, inputs, inputs, replays), min_size=1, max_size=30)
+# Checkouts that share the first phone or the first email: hubs, for the guardrails (rules 13-14).
+hub_inputs = st.tuples(st.sampled_from(EMAILS), st.sampled_from(PHONES), times, st.booleans()).map(
+    lambda t: Input(t[0], PHONES[0], t[2]) if t[3] else Input(EMAILS[0], t[1], t[2])
+)
+steps = st.lists(st.one_of(inputs, inputs, hub_inputs, hub_inputs, replays), min_size=8, max_size=30)
 erasing_steps = st.lists(
-    st.one_of(inputs, inputs, inputs, inputs, replays, st.integers(0, 29).map(Erase)), min_size=1, max_size=30
+    st.one_of(inputs, inputs, hub_inputs, hub_inputs, replays, st.integers(0, 29).map(Erase)),
+    min_size=8,
+    max_size=30,
 )
 
 
@@ -130,6 +143,8 @@ def plan(sequence: Sequence[Step]) -> Planned:
 
 Canon = tuple[Any, ...]
 """A result with every contact id replaced by its row's creation rank."""
+Value = tuple[str, str]
+BLOCKED: Canon = ("blocked",)
 
 
 @dataclass
@@ -147,52 +162,131 @@ class ModelRow:
         assert isinstance(self.when, int)
         return (0, self.when, index)
 
+    def values(self) -> list[Value]:
+        return [(kind, v) for kind, v in (("email", self.email), ("phone", self.phone)) if v is not None]
+
 
 @dataclass
 class Model:
-    rows: list[ModelRow] = field(default_factory=list)
-    identifiers: UnionFind = field(default_factory=UnionFind)
-    """Every input joins its email and phone, so a request that bridges two clusters joins them even
-    when it inserts no row."""
+    """Identities recomputed from scratch at every step as the components of the link graph."""
 
-    def component(self, row: ModelRow) -> str:
-        return self.identifiers.find(identifier_keys(row.email, row.phone)[0])
+    limits: Guardrails
+    rows: list[ModelRow] = field(default_factory=list)
+    blocked: set[Value] = field(default_factory=set)
+    bridges: list[tuple[str, str]] = field(default_factory=list)
+    """The email and phone of every input that merged identities: a link even where no row holds both."""
+    splits: int = 0
+    changed: set[int] = field(default_factory=set)
+    """Rows relinked by the current step."""
 
     def live(self) -> list[int]:
         return [i for i, row in enumerate(self.rows) if not row.deleted]
 
+    def holders(self, value: Value) -> list[int]:
+        return [i for i in self.live() if value in self.rows[i].values()]
+
     def primaries(self) -> dict[int, int]:
-        """The primary (oldest live row) of every live row's cluster."""
+        """The primary (oldest live row) of every live row's component."""
+        links = UnionFind()
+        for i in self.live():
+            shared = [f"{k}:{v}" for k, v in self.rows[i].values() if (k, v) not in self.blocked]
+            links.union([str(i), *shared])
+        for email, phone in self.bridges:
+            bridged = [("email", email), ("phone", phone)]
+            if not set(bridged) & self.blocked and all(self.holders(v) for v in bridged):
+                links.union([f"{k}:{v}" for k, v in bridged])
         oldest: dict[str, int] = {}
         for i in self.live():
-            root = self.component(self.rows[i])
+            root = links.find(str(i))
             if root not in oldest or self.rows[i].age(i) < self.rows[oldest[root]].age(oldest[root]):
                 oldest[root] = i
-        return {i: oldest[self.component(self.rows[i])] for i in self.live()}
+        return {i: oldest[links.find(str(i))] for i in self.live()}
 
-    def apply(self, step: Input) -> Canon:
+    def admitted(self, email: str | None, phone: str | None) -> tuple[str | None, str | None]:
+        return (
+            None if ("email", email) in self.blocked else email,
+            None if ("phone", phone) in self.blocked else phone,
+        )
+
+    def block(self, value: Value) -> None:
+        before = self.primaries()
+        identities = {before[i] for i in self.holders(value)}
+        self.blocked.add(value)
+        after = self.primaries()
+        self.splits += sum(len({after[i] for i in before if before[i] == p}) > 1 for p in identities)
+        self.changed |= {i for i in before if before[i] != after[i]}
+
+    def fans_out(self, value: Value, other: str) -> bool:
+        other_kind = "email" if value[0] == "phone" else "phone"
+        counterparts = {other} | {
+            v for i in self.holders(value) for k, v in self.rows[i].values() if k == other_kind
+        }
+        return (
+            len(counterparts - {v for k, v in self.blocked if k == other_kind})
+            > self.limits.max_links_per_value
+        )
+
+    def over_cap(self, email: str | None, phone: str | None) -> Value | None:
+        primaries = self.primaries()
+        matched = {primaries[i] for v in (("email", email), ("phone", phone)) for i in self.holders(v)}  # type: ignore[arg-type]
+        rows = [self.rows[i] for i in primaries if primaries[i] in matched]
+        live = {v for r in rows for v in r.values() if v not in self.blocked}
+        incoming = {v for v in (("email", email), ("phone", phone)) if v[1] is not None}
+        if len(live | incoming) <= self.limits.max_identifiers_per_identity:
+            return None
+        counterparts: dict[Value, set[Value]] = {v: set() for v in live}
+        for r in rows:
+            if len(values := [v for v in r.values() if v in live]) == 2:
+                counterparts[values[0]].add(values[1])
+                counterparts[values[1]].add(values[0])
+        return min(live, key=lambda v: (-len(counterparts[v]), v[1], v[0]))
+
+    def apply(self, email: str | None, phone: str | None, when: When) -> Canon:
+        email, phone = self.admitted(email, phone)
+        if email is not None and phone is not None:
+            for value in [
+                v
+                for v, other in ((("phone", phone), email), (("email", email), phone))
+                if self.fans_out(v, other)
+            ]:
+                self.block(value)
+            email, phone = self.admitted(email, phone)
+        while (email is not None or phone is not None) and (victim := self.over_cap(email, phone)):
+            self.block(victim)
+            email, phone = self.admitted(email, phone)
+        if email is None and phone is None:
+            return BLOCKED
         before = self.primaries()
         matched = [
             i
             for i in before
-            if (step.email is not None and self.rows[i].email == step.email)
-            or (step.phone is not None and self.rows[i].phone == step.phone)
+            if (email is not None and self.rows[i].email == email)
+            or (phone is not None and self.rows[i].phone == phone)
         ]
         touched = {before[i] for i in matched}
         members = [i for i in before if before[i] in touched]
-        new = not matched or any(
-            value is not None and all(getattr(self.rows[m], attr) != value for m in members)
-            for attr, value in (("email", step.email), ("phone", step.phone))
+        row = ModelRow(email, phone, when)
+        new = (
+            not matched
+            or any(
+                value is not None and all(getattr(self.rows[m], attr) != value for m in members)
+                for attr, value in (("email", email), ("phone", phone))
+            )
+            # Rule 8: an event older than every row it matches keeps its row.
+            or all(row.age(len(self.rows))[:2] < self.rows[m].age(m)[:2] for m in matched)
         )
-        self.identifiers.union(identifier_keys(step.email, step.phone))
         created = len(self.rows) if new else None
         if new:
-            self.rows.append(ModelRow(step.email, step.phone, step.when))
+            self.rows.append(row)
+        if len(touched) > 1:
+            assert email is not None and phone is not None
+            self.bridges.append((email, phone))
         after = self.primaries()
         winner = after[created] if created is not None else after[matched[0]]
         demoted = sorted(p for p in touched if p != winner)
         relinked = sorted(i for i in members if before[i] in demoted and i not in touched)
         merge = (winner, tuple(demoted), tuple(relinked)) if demoted else None
+        self.changed |= {i for i in before if before[i] != after[i]}
         if merge:
             outcome = "merged"
         elif created is not None:
@@ -200,6 +294,14 @@ class Model:
         else:
             outcome = "matched"
         return (outcome, created, self.view(winner), merge, False)
+
+    def current_view(self, email: str | None, phone: str | None, stored_primary: int) -> Canon:
+        """A replay's identity now: the one holding its email, else its phone, else an empty view."""
+        primaries = self.primaries()
+        for value in (("email", email), ("phone", phone)):
+            if holders := self.holders(value):  # type: ignore[arg-type]
+                return self.view(primaries[min(holders)])
+        return (stored_primary, (), (), ())
 
     def view(self, primary: int) -> Canon:
         primaries = self.primaries()
@@ -213,18 +315,18 @@ class Model:
         return (primary, emails, phones, tuple(others))
 
     def erase(self, of: int) -> None:
+        """Soft-delete a whole identity, and forget the merges of its values (erasure does)."""
         primaries = self.primaries()
         if not primaries:
             return
         target = primaries[sorted(primaries)[of % len(primaries)]]
-        root = self.component(self.rows[target])
+        gone: set[Value] = set()
         for i, p in primaries.items():
             if p == target:
                 self.rows[i].deleted = True
                 self.rows[i].link_when_deleted = None if i == p else p
-        # The whole cluster is gone, so are its identifiers: they may come back as a new customer.
-        for key in [k for k in list(self.identifiers.parent) if self.identifiers.find(k) == root]:
-            del self.identifiers.parent[key]
+                gone.update(self.rows[i].values())
+        self.bridges = [b for b in self.bridges if not {("email", b[0]), ("phone", b[1])} & gone]
 
     def table(self) -> list[Canon]:
         primaries = self.primaries()
@@ -242,25 +344,45 @@ class Model:
         ]
 
 
-def expected(planned: Planned) -> tuple[list[Canon], Model]:
-    model = Model()
+@dataclass
+class Expected:
+    answers: list[Canon]
+    changed: list[set[int]]
+    """The rows each step relinked (their updated_at moves)."""
+    model: Model
+
+
+def expected(planned: Planned, limits: Guardrails) -> Expected:
+    model = Model(limits)
     answers: list[Canon] = []
-    first_answer: dict[str, Canon] = {}
+    changed: list[set[int]] = []
+    first: dict[str, tuple[Request, Canon]] = {}
+    whens: dict[str, When] = {}
     for request, step in planned:
+        model.changed = set()
         if isinstance(step, Erase):
             model.erase(step.of)
             answers.append(("erased",))
+            changed.append(set())
             continue
         assert request is not None
+        ids = request.identifiers
+        recorded = first.get(request.event_id)
         if isinstance(step, Input):
-            answer = model.apply(step)
-            first_answer[request.event_id] = answer
-        elif step.changed:
+            whens[request.event_id] = step.when
+        if recorded is None:
+            when = whens[request.event_id] if request.occurred_at is not None else NOW
+            answer = model.apply(ids.email, ids.phone, when)
+            if answer != BLOCKED:  # a blocked input is not recorded: it can be replayed after an unblock
+                first[request.event_id] = (request, answer)
+        elif recorded[0].fingerprint != request.fingerprint:
             answer = ("conflict", request.source, request.event_id)
         else:
-            answer = (*first_answer[request.event_id][:4], True)
+            stored = recorded[1]
+            answer = (*stored[:2], model.current_view(ids.email, ids.phone, stored[2][0]), stored[3], True)
         answers.append(answer)
-    return answers, model
+        changed.append(model.changed)
+    return Expected(answers, changed, model)
 
 
 # --- the database side ------------------------------------------------------------------------------
@@ -270,9 +392,11 @@ def ranks(conn: psycopg.Connection[Any]) -> dict[int, int]:
     return {row.id: rank for rank, row in enumerate(contacts(conn))}
 
 
-def canon(result: Resolution | KeyConflict, rank: dict[int, int]) -> Canon:
+def canon(result: Result, rank: dict[int, int]) -> Canon:
     if isinstance(result, KeyConflict):
         return ("conflict", result.source, result.event_id)
+    if isinstance(result, BlockedInput):
+        return BLOCKED
     view = result.contact
     merge = result.merge
     return (
@@ -309,7 +433,7 @@ def table(conn: psycopg.Connection[Any]) -> list[Canon]:
 def canon_outbox(conn: psycopg.Connection[Any]) -> list[Canon]:
     """The outbox rows with contact ids as ranks and without processing times."""
     rank = ranks(conn)
-    ids = ("contactId", "primaryContatctId", "primaryContactId", "survivingPrimaryId")
+    ids = ("contactId", "primaryContatctId", "primaryContactId", "survivingPrimaryId", "formerPrimaryId")
     lists = ("secondaryContactIds", "mergedPrimaryIds", "relinkedContactIds")
 
     def ranked(data: dict[str, Any]) -> dict[str, Any]:
@@ -321,28 +445,39 @@ def canon_outbox(conn: psycopg.Connection[Any]) -> list[Canon]:
                 out[key] = rank[value]
             elif key in lists:
                 out[key] = [rank[v] for v in value]
+            elif key == "identities":
+                out[key] = [ranked(v) for v in value]
             else:
                 out[key] = value
         return out
 
+    def event_id(row: dict[str, Any]) -> str:
+        """A split's id derives from raw contact ids, which differ between runs: checked, then ranked."""
+        payload = row["payload"]
+        if row["event_type"] != "identity.split":
+            return str(payload["id"])
+        cause = payload["data"]["cause"]
+        source = f"{EVENT_SOURCE}:{cause['type']}"
+        assert payload["id"] == output_event_id(source, f"{cause['id']}:{row['message_key']}", SPLIT_TYPE)
+        return f"split of {rank[int(row['message_key'])]} by {cause['id']}"
+
     return [
-        (
-            row["event_type"],
-            rank[int(row["message_key"])],
-            row["payload"]["id"],
-            ranked(row["payload"]["data"]),
-        )
+        (row["event_type"], rank[int(row["message_key"])], event_id(row), ranked(row["payload"]["data"]))
         for row in outbox(conn)
     ]
 
 
 def erase(conn: psycopg.Connection[Any], of: int) -> None:
+    """Soft-delete a whole identity by hand, and forget the merges of its values as erasure does."""
     live = [row.id for row in contacts(conn) if row.deleted_at is None]
     if live:
         execute(
             conn,
-            "UPDATE contact SET deleted_at = now() WHERE deleted_at IS NULL"
-            " AND coalesce(linked_id, id) = (SELECT coalesce(linked_id, id) FROM contact WHERE id = %s)",
+            "WITH gone AS (UPDATE contact SET deleted_at = now() WHERE deleted_at IS NULL"
+            " AND coalesce(linked_id, id) = (SELECT coalesce(linked_id, id) FROM contact WHERE id = %s)"
+            " RETURNING email, phone_number)"
+            " DELETE FROM merge_log WHERE email IN (SELECT email FROM gone)"
+            " OR phone_number IN (SELECT phone_number FROM gone)",
             (live[of % len(live)],),
         )
 
@@ -350,19 +485,22 @@ def erase(conn: psycopg.Connection[Any], of: int) -> None:
 def one_by_one(
     conn: psycopg.Connection[Any],
     planned: Planned,
-    each: Callable[[int, Resolution | KeyConflict], None] = lambda n, r: None,
-) -> list[Resolution | KeyConflict]:
+    limits: Guardrails,
+    each: Callable[[int, Result], None] = lambda n, r: None,
+) -> list[Result]:
     """The results of the reconciling steps; `each` sees them with their position in `planned`."""
-    results: list[Resolution | KeyConflict] = []
+    results: list[Result] = []
     for n, (request, step) in enumerate(planned):
         if isinstance(step, Erase):
             erase(conn, step.of)
             continue
         assert request is not None
         try:
-            result: Resolution | KeyConflict = reconcile(conn, request)
+            result: Result = reconcile(conn, request, limits)
         except IdempotencyKeyReused as exc:
             result = exc.conflict
+        except IdentifiersBlocked as exc:
+            result = exc.blocked
         results.append(result)
         each(n, result)
     return results
@@ -374,65 +512,87 @@ def conn(database_url: str) -> Iterator[psycopg.Connection[Any]]:
         yield connection
 
 
+def blocks(conn: psycopg.Connection[Any]) -> list[Canon]:
+    return [
+        tuple(row.values())
+        for row in table_rows(conn, "SELECT id, kind, value, reason FROM blocked_value ORDER BY id")
+    ]
+
+
+# The default limits never trip on these few values; the small ones make hubs of most sequences.
+LIMITS = pytest.mark.parametrize(
+    "limits",
+    [Guardrails(), Guardrails(max_links_per_value=2, max_identifiers_per_identity=5)],
+    ids=["default-limits", "small-limits"],
+)
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @FAST
+@LIMITS
 @given(sequence=erasing_steps)
-def test_one_by_one_agrees_with_the_model(conn: psycopg.Connection[Any], sequence: list[Step]) -> None:
+def test_one_by_one_agrees_with_the_model(
+    conn: psycopg.Connection[Any], limits: Guardrails, sequence: list[Step]
+) -> None:
     reset_database(conn)
     planned = plan(sequence)
-    answers, model = expected(planned)
+    note(f"SEQ {sequence}")
+    want = expected(planned, limits)
     updated: dict[int, datetime] = {}
 
-    def check(n: int, result: Resolution | KeyConflict) -> None:
+    def check(n: int, result: Result) -> None:
         rows = contacts(conn)
         rank = {row.id: i for i, row in enumerate(rows)}
         assert [row.id for row in rows] == list(range(1, len(rows) + 1)), "one id per row, no gaps"
-        assert canon(result, rank) == answers[n], f"step {n}: {planned[n][1]}"
-        assert check_invariants(conn) == []
+        assert canon(result, rank) == want.answers[n], f"step {n}: {planned[n][1]}"
+        assert check_invariants(conn, limits) == []
         conn.rollback()
-        # updated_at moves exactly on the rows a merge relinked (rule 7).
+        # updated_at moves exactly on the rows a merge or a split relinked (rules 7 and 15).
         changed = {rank[r.id] for r in rows if r.id in updated and r.updated_at != updated[r.id]}
-        merge = answers[n][3] if answers[n][0] != "conflict" and not answers[n][4] else None
-        assert changed == (set(merge[1]) | set(merge[2]) if merge else set())
+        assert changed == want.changed[n]
         updated.update((r.id, r.updated_at) for r in rows)
 
-    one_by_one(conn, planned, check)
+    one_by_one(conn, planned, limits, check)
 
-    assert table(conn) == model.table()
-    fresh = [a for a in answers if a[0] not in ("conflict", "erased") and not a[-1]]
-    resolved = [o for o in canon_outbox(conn) if o[0] == "identity.resolved"]
-    assert len(resolved) == len(fresh), "one identity.resolved per processed event"
-    assert len(canon_outbox(conn)) - len(resolved) == sum(1 for a in fresh if a[3] is not None)
+    assert table(conn) == want.model.table()
+    fresh = [a for a in want.answers if a[0] not in ("conflict", "erased", "blocked") and not a[-1]]
+    events = Counter(o[0] for o in canon_outbox(conn))
+    assert events["identity.resolved"] == len(fresh), "one identity.resolved per processed event"
+    assert events["identity.merged"] == sum(1 for a in fresh if a[3] is not None)
+    assert events["identity.split"] == want.model.splits
 
 
 @FAST
+@LIMITS
 @given(sequence=steps, chunks=st.lists(st.integers(1, 8), max_size=8))
 def test_batches_agree_with_one_by_one(
-    conn: psycopg.Connection[Any], sequence: list[Step], chunks: list[int]
+    conn: psycopg.Connection[Any], limits: Guardrails, sequence: list[Step], chunks: list[int]
 ) -> None:
-    """Chunked by `chunks` (the rest in one final batch; no chunks means one batch for everything)."""
+    """Chunked by `chunks` (the rest in one final batch; no chunks means one batch for everything).
+
+    The same inputs in the same order give the same blocks, splits and primaries however they are
+    batched."""
     planned = plan(sequence)
-    answers, model = expected(planned)
+    want = expected(planned, limits)
 
     reset_database(conn)
-    singles = one_by_one(conn, planned)
+    singles = one_by_one(conn, planned, limits)
     single_rank = ranks(conn)
-    single_table, single_outbox = table(conn), canon_outbox(conn)
+    single_table, single_outbox, single_blocks = table(conn), canon_outbox(conn), blocks(conn)
 
     reset_database(conn)
-    batched: list[Resolution | KeyConflict] = []
+    batched: list[Result] = []
     start = 0
     for size in [*chunks, len(planned)]:
         if start < len(planned):
             chunk = [request for request, _ in planned[start : start + size] if request is not None]
-            batched.extend(reconcile_batch(conn, chunk))
-            assert check_invariants(conn) == []
+            batched.extend(reconcile_batch(conn, chunk, limits))
+            assert check_invariants(conn, limits) == []
             conn.rollback()
         start += size
     batch_rank = ranks(conn)
 
-    assert [canon(r, batch_rank) for r in batched] == [canon(r, single_rank) for r in singles] == answers
-    assert table(conn) == single_table == model.table()
+    assert [canon(r, batch_rank) for r in batched] == [canon(r, single_rank) for r in singles] == want.answers
+    assert table(conn) == single_table == want.model.table()
     assert canon_outbox(conn) == single_outbox
+    assert blocks(conn) == single_blocks
