@@ -18,7 +18,6 @@ import multiprocessing
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,14 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-import httpx
 import psycopg
 
 from consumer.core import check_invariants
-from consumer.embedded import free_port, start_postgres
+from consumer.local.embedded import start_postgres
 from consumer.migrate import migrate
+from tests.support import FAST_POSTGRES
+from tests.support.processes import api_server
 
-FAST_POSTGRES = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 # Existing customers, one row each. Without them (and ANALYZE) the planner would plan the first
 # minute's queries for an empty table, until autovacuum first analyzes it.
 SEED = """
@@ -121,35 +120,10 @@ async def _client(url: str, concurrency: int, seconds: float, seed: int) -> Clie
 
 
 @contextmanager
-def api_process(database_url: str, workers: int, pool_size: int) -> Iterator[str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "LOG_LEVEL": "WARNING",
-        "API_POOL_MAX_SIZE": str(pool_size),
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "consumer", "api", "--port", str(port), "--workers", str(workers)], env=env
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while not _ready(url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the API server did not become ready")
-            time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(30)
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(url + "/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+def api_process(database_url: str, workers: int, pool_size: int, log_dir: Path) -> Iterator[str]:
+    env = {"API_POOL_MAX_SIZE": str(pool_size)}
+    with api_server(database_url, log_dir, workers=workers, env=env, ready="/readyz") as server:
+        yield server.url
 
 
 def measure(url: str, concurrency: int, processes: int, seconds: float, seed: int) -> list[ClientResult]:
@@ -200,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             with psycopg.connect(pg.url, autocommit=True) as conn:
                 conn.execute(SEED, [args.customers])
                 conn.execute("ANALYZE")
-            with api_process(pg.url, args.workers, args.pool_size) as url:
+            with api_process(pg.url, args.workers, args.pool_size, Path(workdir)) as url:
                 print(
                     f"API workers {args.workers}, pool {args.pool_size}/worker, "
                     f"client processes {args.client_processes}, cores {os.cpu_count()}, "

@@ -25,34 +25,31 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import orjson
 import psycopg
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
 
-from consumer.embedded import create_topics, free_port, start_broker, start_postgres
+from consumer.local.embedded import create_topics, free_port, start_broker, start_postgres
 from consumer.migrate import migrate
 from producer_tools import CheckoutProducer, SyntheticStream
+from tests.support import FAST_POSTGRES
+from tests.support.metrics import samples, value
+from tests.support.processes import Service
 
-ROOT = Path(__file__).resolve().parent.parent
 PGBENCH_SCRIPT = Path(__file__).with_name("pgbench_per_event.sql")
-FAST_POSTGRES = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 SOURCE = "urn:bench:checkout"
 TOPICS = {"checkout": "checkout.events", "resolved": "identity.resolved", "merged": "identity.merged"}
 
@@ -76,36 +73,24 @@ COUNTS = (
 )
 
 
-@dataclass
-class Process:
-    name: str
-    popen: subprocess.Popen[bytes]
-    metrics_port: int
+class Process(Service):
+    """A worker or relay of the benchmark, with its Prometheus endpoint on a port of its own."""
+
+    def __init__(self, name: str, command: str, env: dict[str, str], workdir: Path) -> None:
+        self.name = name
+        self.metrics_port = free_port()
+        metrics = {"worker": "WORKER_METRICS_PORT", "relay": "RELAY_METRICS_PORT"}[command]
+        super().__init__(command, {**env, metrics: str(self.metrics_port)}, workdir / f"{name}.log")
 
     def metric(self, name: str, **labels: str) -> float:
         """A sample from the process's Prometheus endpoint; 0 until the endpoint answers."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
-                text = r.read().decode()
-        except (urllib.error.URLError, ConnectionError):
+            return value(samples(f"http://127.0.0.1:{self.metrics_port}"), name, **labels)
+        except httpx.HTTPError:
             return 0.0
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                    return float(sample.value)
-        return 0.0
 
     def cpu_seconds(self) -> float:
-        return cpu_seconds(self.popen.pid)
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(60)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
+        return cpu_seconds(self.pid)
 
 
 class Report:
@@ -197,8 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         produce_backlog(broker.bootstrap_servers, args.events, customers, args.seed, report)
 
-        processes = [start(f"worker-{i}", "worker", env, workdir) for i in range(args.workers)]
-        processes.append(start("relay", "relay", env, workdir))
+        processes = [Process(f"worker-{i}", "worker", env, workdir) for i in range(args.workers)]
+        processes.append(Process("relay", "relay", env, workdir))
         for p in processes:
             stack.callback(p.stop)
         pg_cpu_before = postgres_cpu_seconds(workdir / "pgdata")
@@ -235,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report,
         )
         for p in processes:
-            p.stop()
+            p.stop(60)
 
         tps = pgbench(postgres.url, args.pgbench_clients, args.pgbench_seconds, report)
         if tps:
@@ -258,20 +243,6 @@ def produce_backlog(bootstrap: str, events: int, customers: int, seed: int, repo
     )
 
 
-def start(name: str, command: str, env: dict[str, str], workdir: Path) -> Process:
-    port = free_port()
-    metrics = {"worker": "WORKER_METRICS_PORT", "relay": "RELAY_METRICS_PORT"}[command]
-    log = (workdir / f"{name}.log").open("ab")
-    popen = subprocess.Popen(
-        [sys.executable, "-m", "consumer", command],
-        env={**os.environ, **env, metrics: str(port)},
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    return Process(name, popen, port)
-
-
 def follow(processes: list[Process], events: int) -> None:
     """Progress bars from the processes' counters until every event's identity.resolved is published."""
     workers, relay = processes[:-1], processes[-1]
@@ -281,8 +252,8 @@ def follow(processes: list[Process], events: int) -> None:
     try:
         while published.n < events:
             for p in processes:
-                if p.popen.poll() is not None:
-                    raise SystemExit(f"{p.name} exited with status {p.popen.returncode}")
+                if p.process.poll() is not None:
+                    raise SystemExit(f"{p.name} exited with status {p.process.returncode}")
             if time.monotonic() > deadline:
                 raise SystemExit("the pipeline did not finish in time")
             applied.update(

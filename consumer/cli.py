@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import psycopg
 
@@ -15,21 +16,33 @@ from consumer.logs import configure_logging
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="identity", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("migrate", help="apply pending database migrations")
-    commands.add_parser(
-        "check", help="verify the identity graph's invariants; exits 1 on a violation, 2 if it cannot check"
+    _command(commands, "migrate", "apply pending database migrations (from MIGRATIONS_DIR) to DATABASE_URL")
+    _command(
+        commands,
+        "check",
+        "verify the identity graph's invariants on DATABASE_URL; exit 1 on a violation, 2 if it cannot check",
     )
-    commands.add_parser("worker", help="consume checkout events and reconcile them")
-    commands.add_parser("relay", help="publish outbox rows to the output topics")
+    _command(
+        commands,
+        "worker",
+        "consume checkout events from CHECKOUT_TOPIC and reconcile them into DATABASE_URL; "
+        "SIGTERM drains, commits and exits",
+    )
+    _command(commands, "relay", "publish outbox rows to the output topics (one leader, others stand by)")
     # Its options belong to consumer.worker.replay, which parses them itself.
     commands.add_parser(
         "dlq-replay", add_help=False, help="send dead letters back to the input topic (--help for options)"
     )
-    api = commands.add_parser("api", help="serve POST /identify with uvicorn")
+    api = _command(commands, "api", "serve POST /identify and the other routes with uvicorn")
     api.add_argument("--host", help="bind address (default: API_HOST)")
     api.add_argument("--port", type=int, help="port (default: API_PORT)")
     api.add_argument("--workers", type=int, help="uvicorn worker processes (default: API_WORKERS)")
-    dev = commands.add_parser("dev", help="run the whole stack locally on embedded PostgreSQL and Kafka")
+    dev = _command(
+        commands,
+        "dev",
+        "run the whole stack locally on embedded PostgreSQL and the embedded Kafka-compatible broker: "
+        "migrations, worker, relay and API on localhost; Ctrl+C stops everything",
+    )
     dev.add_argument("--clean", action="store_true", help="start from an empty database")
     dev.add_argument("--demo", action="store_true", help="replay the hillvalley story and show the results")
     args, extra = parser.parse_known_args(argv)
@@ -63,17 +76,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         from consumer.api import run_api
 
         return run_api(settings, host=args.host, port=args.port, workers=args.workers)
-    from consumer.dev import run_dev
+    from consumer.local.dev import run_dev
 
     return run_dev(settings, clean=args.clean, demo=args.demo)
 
 
+def _command(commands: Any, name: str, text: str) -> argparse.ArgumentParser:
+    """A subcommand whose `--help` says what it does (the same sentence as in `identity --help`)."""
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=text, description=text)
+    return parser
+
+
 def _check(settings: Settings) -> int:
-    from consumer.core import check_invariants
+    from consumer.core import Guardrails, check_invariants
 
     try:
         with psycopg.connect(settings.database_url) as conn:
-            violations = check_invariants(conn)
+            violations = check_invariants(conn, Guardrails.of(settings))
     except psycopg.Error as exc:
         print(f"error: could not check the database: {exc}", file=sys.stderr)
         return 2

@@ -5,11 +5,15 @@ These models are the source of the JSON Schema files in `docs/schemas/`.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
+from cloudevents.core.bindings.kafka import KafkaMessage, to_structured_event
+from cloudevents.core.v1.event import CloudEvent as _CloudEvent
 from pydantic import BaseModel, ConfigDict, Field
+
+from consumer.normalize import Normalizer
 
 RESOLVED_TYPE = "identity.resolved"
 MERGED_TYPE = "identity.merged"
@@ -93,3 +97,30 @@ class CloudEvent(BaseModel, Generic[DataT]):
     subject: str | None = None
     datacontenttype: str = "application/json"
     data: DataT
+
+
+def checkout_message(
+    normalizer: Normalizer,
+    email: str | None,
+    phone: str | int | None,
+    *,
+    event_id: str,
+    source: str,
+    order_id: str | int | None = None,
+    time: datetime | None = None,
+) -> KafkaMessage:
+    """A `checkout.completed` event as a Kafka message: structured-mode CloudEvent (time in UTC,
+    default now), keyed by the normalized email, else phone; raises `IdentifierError` if neither is usable."""
+    key = normalizer.identifiers(email, phone).partition_key
+    data: dict[str, Any] = {"email": email, "phoneNumber": phone, "orderId": order_id}
+    event = _CloudEvent(
+        {
+            "id": event_id,
+            "source": source,
+            "type": CHECKOUT_TYPE,
+            "time": (time or datetime.now(UTC)).astimezone(UTC),
+            "datacontenttype": "application/json",
+        },
+        data,
+    )
+    return to_structured_event(event, key_mapper=lambda _: key)

@@ -7,7 +7,6 @@ nothing left to do. A file already applied whose content changed is an error, no
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,10 +15,17 @@ import psycopg
 import structlog
 
 from consumer import queries
+from consumer.config import get_settings
 
 log = structlog.get_logger(__name__)
 
-MIGRATIONS_DIR = Path(os.environ.get("MIGRATIONS_DIR", Path(__file__).resolve().parent.parent / "sql"))
+# The checkout's migrations; MIGRATIONS_DIR points elsewhere (an installed package has no sql/).
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+
+
+def migrations_dir() -> Path:
+    configured = get_settings().migrations_dir
+    return Path(configured) if configured else SQL_DIR
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,17 +46,18 @@ class MigrationError(RuntimeError):
     pass
 
 
-def available(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    return [Migration(p.stem, p) for p in sorted(directory.glob("[0-9]*.sql"))]
+def available(directory: Path | None = None) -> list[Migration]:
+    """The migration files of `directory` (default: MIGRATIONS_DIR), in order."""
+    return [Migration(p.stem, p) for p in sorted((directory or migrations_dir()).glob("[0-9]*.sql"))]
 
 
-def pending(conn: psycopg.Connection[Any], directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+def pending(conn: psycopg.Connection[Any], directory: Path | None = None) -> list[Migration]:
     """Migrations not applied yet (all of them on an empty database)."""
     applied = _applied(conn)
     return [m for m in available(directory) if m.version not in applied]
 
 
-def migrate(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+def migrate(database_url: str, directory: Path | None = None) -> list[str]:
     """Apply every pending migration; returns the versions applied by this call."""
     done: list[str] = []
     with psycopg.connect(database_url, autocommit=True) as conn:

@@ -110,6 +110,37 @@ SELECT id, true FROM new
 UNION ALL
 SELECT id, false FROM blocked_value WHERE value_hash = %s AND removed_at IS NULL
 LIMIT 1"""
+REMOVE_BLOCK = """
+UPDATE blocked_value SET removed_at = now(), removed_by = %s
+WHERE id = %s AND removed_at IS NULL
+RETURNING id"""
+LIST_BLOCKS = """
+SELECT id, kind, value, reason, note, added_by, identity_id, created_at, removed_at, removed_by
+FROM blocked_value
+WHERE id > %s AND (%s::text IS NULL OR reason = %s) AND (%s OR removed_at IS NULL)
+ORDER BY id
+LIMIT %s"""
+# The values a value was merged with (rule 7 without a row): an unblock joins their identities again.
+MERGE_COUNTERPARTS: dict[str, LiteralString] = {
+    "email": "SELECT DISTINCT phone_number FROM merge_log WHERE email = %s AND phone_number IS NOT NULL",
+    "phone": "SELECT DISTINCT email FROM merge_log WHERE phone_number = %s AND email IS NOT NULL",
+}
+# `identity guard scan`: values of old data over MAX_LINKS_PER_VALUE, and identities over the cap
+# (counting blocked values too: the core then decides on the unblocked ones).
+FAN_OUT_VALUES = """
+SELECT 'phone', phone_number FROM contact
+WHERE deleted_at IS NULL AND phone_number IS NOT NULL AND email IS NOT NULL
+GROUP BY phone_number HAVING count(DISTINCT email) > %s
+UNION ALL
+SELECT 'email', email FROM contact
+WHERE deleted_at IS NULL AND phone_number IS NOT NULL AND email IS NOT NULL
+GROUP BY email HAVING count(DISTINCT phone_number) > %s
+ORDER BY 1 DESC, 2"""
+IDENTITIES_OVER_CAP = """
+SELECT coalesce(linked_id, id) AS primary_id FROM contact WHERE deleted_at IS NULL
+GROUP BY primary_id HAVING count(DISTINCT email) + count(DISTINCT phone_number) > %s
+ORDER BY primary_id"""
+CONTACT_VALUES = "SELECT email, phone_number FROM contact WHERE id = %s AND deleted_at IS NULL"
 # Recorded rule-7 merges between these emails and these phones: links that no row holds.
 MERGE_BRIDGES = """
 SELECT DISTINCT email, phone_number FROM merge_log

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from consumer.config import Settings, get_settings
 from producer_tools.generate import SyntheticStream
+from producer_tools.lag import GroupLag
 from producer_tools.producer import DEFAULT_SOURCE, CheckoutProducer, DeliveryError
 from producer_tools.records import BadLine, CheckoutRecord, parse_time, read_records
 from producer_tools.tail import tail, topic_names
@@ -56,10 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     pacing.add_argument("--rate", type=_positive_float, help="send at most N events per second")
 
     send = commands.add_parser("send", parents=[producing], help="emit one checkout.completed event")
-    send.add_argument("--email")
+    send.add_argument("--email", help="buyer's email, as the checkout form received it")
     send.add_argument("--phone", help="phone number, as the checkout form received it")
     send.add_argument("--id", help="event id (default: a fresh uuid4)")
-    send.add_argument("--order-id")
+    send.add_argument("--order-id", help="the order's id, carried in data.orderId (default: none)")
     send.add_argument("--time", type=parse_time, help="ISO 8601 event time (default: now; no offset = UTC)")
 
     replay = commands.add_parser(
@@ -78,16 +79,36 @@ def _parser() -> argparse.ArgumentParser:
         parents=[producing, pacing],
         help="emit a synthetic, seeded stream with realistic identity structure",
     )
-    generate.add_argument("--customers", type=_positive_int, default=1000)
-    generate.add_argument("--events", type=_positive_int, default=10_000)
-    generate.add_argument("--seed", type=int, default=0)
     generate.add_argument(
-        "--merge-rate", type=_probability, default=0.02, help="share of events bridging two customers"
+        "--customers", type=_positive_int, default=1000, help="distinct customers (default: %(default)s)"
     )
-    generate.add_argument("--late-rate", type=_probability, default=0.05, help="share of late events")
+    generate.add_argument(
+        "--events", type=_positive_int, default=10_000, help="events to emit (default: %(default)s)"
+    )
+    generate.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        default=0,
+        help="the same seed gives the same stream; another seed, other customers (default: %(default)s)",
+    )
+    generate.add_argument(
+        "--merge-rate",
+        type=_probability,
+        default=0.02,
+        help="share of events bridging two customers (default: %(default)s)",
+    )
+    generate.add_argument(
+        "--late-rate", type=_probability, default=0.05, help="share of late events (default: %(default)s)"
+    )
     output = generate.add_mutually_exclusive_group()
     output.add_argument("--output", type=Path, help="write JSON lines (replay's format) here, do not send")
     output.add_argument("--dry-run", action="store_true", help="write JSON lines to stdout, do not send")
+    generate.add_argument(
+        "--no-wait",
+        dest="wait",
+        action="store_false",
+        help="do not wait for the workers (KAFKA_GROUP_ID) to process what was sent",
+    )
 
     tail_cmd = commands.add_parser("tail", parents=[kafka], help="print output events as they arrive")
     tail_cmd.add_argument(
@@ -150,9 +171,47 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
         print(_summary(stream, "written"), file=sys.stderr)
         return 0
     producer = _producer(args, settings)
-    for record in records:
-        producer.send_record(record)
-    return _flushed(producer, lambda: print(_summary(stream, f"sent {producer.delivered}")))
+    lag = GroupLag(
+        args.bootstrap_servers or settings.kafka_bootstrap_servers, producer.topic, settings.kafka_group_id
+    )
+    try:
+        shown = 0.0
+        for record in records:
+            producer.send_record(record)
+            if time.monotonic() - shown >= 1:
+                progress.set_postfix(worker_lag=_lag_text(lag.lag()), refresh=False)
+                shown = time.monotonic()
+        progress.close()
+        status = _flushed(producer, lambda: print(_summary(stream, f"sent {producer.delivered}")))
+        if args.wait:
+            _await_processing(lag, settings.kafka_group_id)
+    finally:
+        lag.close()
+    return status
+
+
+def _lag_text(behind: int | None) -> str:
+    return "no worker yet" if behind is None else str(behind)
+
+
+def _await_processing(lag: GroupLag, group: str, patience_s: float = 10.0) -> None:
+    """Show the workers catching up until the lag is 0, or it stops shrinking for `patience_s`."""
+    behind = lag.lag()
+    if behind is None:
+        print(f"no worker of group {group} has consumed this topic yet; not waiting", file=sys.stderr)
+        return
+    with tqdm(total=behind, unit="event", desc="processed", file=sys.stderr, disable=None) as bar:
+        start, best, since = behind, behind, time.monotonic()
+        while behind and time.monotonic() - since < patience_s:
+            time.sleep(0.5)
+            behind = lag.lag() or 0
+            bar.update(max(0, start - behind - bar.n))
+            if behind < best:
+                best, since = behind, time.monotonic()
+    if behind:
+        print(
+            f"workers of group {group} are still {behind} event(s) behind; stopped waiting", file=sys.stderr
+        )
 
 
 def _tail(args: argparse.Namespace, settings: Settings) -> int:
@@ -213,6 +272,13 @@ def _positive_int(value: str) -> int:
     number = int(value)
     if number < 1:
         raise argparse.ArgumentTypeError("must be a positive integer")
+    return number
+
+
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
     return number
 
 

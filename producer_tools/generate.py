@@ -1,7 +1,10 @@
 """A synthetic, seeded checkout stream with the identity structure real traffic has.
 
 * Customers own one to three emails and one or two phones, and buy repeatedly (a few buy often).
-* Households of two to four customers share a family phone: their clusters join through it.
+* Households of two to four customers share a family phone, each member with their first email: a
+  family phone links two to four emails, as in real data, and their clusters join through it.
+* Emails and phones are namespaced by the seed: streams of different seeds share no identifier, so
+  repeated runs with new seeds add customers instead of merging everyone into one identity.
 * With probability `merge_rate` an event bridges two unrelated customers: one's email with another's phone.
 * With probability `late_rate` an event arrives late: its time is earlier than events already emitted.
 * Raw values vary the way checkout forms do (letter case, spaces, phone separators); their normalized
@@ -60,13 +63,13 @@ class SyntheticStream:
     stats: StreamStats = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.customers < 1 or self.events < 0:
-            raise ValueError("customers must be >= 1 and events >= 0")
+        if self.customers < 1 or self.events < 0 or self.seed < 0:
+            raise ValueError("customers must be >= 1, events and seed >= 0")
         if not (0 <= self.merge_rate <= 1 and 0 <= self.late_rate <= 1):
             raise ValueError("merge_rate and late_rate are probabilities, between 0 and 1")
         self.stats = StreamStats()
         people = random.Random(f"{self.seed}/people")
-        self.population, self.family_phones = _population(people, self.customers)
+        self.population, self.family_phones = _population(people, self.customers, self.seed)
         if self.merge_rate > 0 and self.population[-1].household == 0:
             raise ValueError("bridging events need customers from at least two households")
 
@@ -95,7 +98,9 @@ class SyntheticStream:
                 phone: str | None = other.phones[0]
                 stats.bridging += 1
             elif shape < 0.6:
-                email, phone = _pick(buyer.emails, rand()), _pick(buyer.phones, rand())
+                phone = _pick(buyer.phones, rand())
+                # With the family phone, only the member's first email: the phone's links stay 2-4.
+                email = buyer.emails[0] if phone in family else _pick(buyer.emails, rand())
             elif shape < 0.85:
                 email, phone = _pick(buyer.emails, rand()), None
                 stats.email_only += 1
@@ -121,7 +126,7 @@ def synthetic_records(
     return SyntheticStream(customers, events, seed, merge_rate, late_rate).records()
 
 
-def _population(rng: random.Random, customers: int) -> tuple[list[SyntheticCustomer], set[str]]:
+def _population(rng: random.Random, customers: int, seed: int) -> tuple[list[SyntheticCustomer], set[str]]:
     people: list[SyntheticCustomer] = []
     family_phones: set[str] = set()
     next_phone = 0
@@ -131,26 +136,27 @@ def _population(rng: random.Random, customers: int) -> tuple[list[SyntheticCusto
         size = min(size, customers - len(people))
         family: tuple[str, ...] = ()
         if size > 1:
-            family = (_phone(next_phone),)
+            family = (_phone(seed, next_phone),)
             family_phones.add(family[0])
             next_phone += 1
         for _ in range(size):
             index = len(people)
             first, last = rng.choice(_FIRST), rng.choice(_LAST)
             emails = tuple(
-                f"{first}.{last}{'' if k == 0 else k}.{index}@{rng.choice(_DOMAINS)}"
+                f"{first}.{last}{'' if k == 0 else k}.{index}.s{seed}@{rng.choice(_DOMAINS)}"
                 for k in range(rng.randint(1, 3))
             )
-            own = tuple(_phone(next_phone + k) for k in range(rng.randint(1, 2)))
+            own = tuple(_phone(seed, next_phone + k) for k in range(rng.randint(1, 2)))
             next_phone += len(own)
             people.append(SyntheticCustomer(index, emails, own + family, household))
         household += 1
     return people, family_phones
 
 
-def _phone(n: int) -> str:
-    """Unique, with a leading `+` so every raw spelling normalizes to the same value."""
-    return f"+1555{n:08d}"
+def _phone(seed: int, n: int) -> str:
+    """Unique per seed (the seed's digits, then n in a fixed width), with a leading `+` so every raw
+    spelling normalizes to the same value."""
+    return f"+1555{seed}{n:08d}"
 
 
 def _pick(values: tuple[str, ...], r: float) -> str:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from cloudevents.core.bindings.kafka import KafkaMessage, to_structured_event
-from cloudevents.core.v1.event import CloudEvent
-from confluent_kafka import KafkaError, Message, Producer
+from cloudevents.core.bindings.kafka import KafkaMessage
+from confluent_kafka import KafkaError, Message
 
+from consumer import kafka
 from consumer.config import Settings, get_settings
-from consumer.contract import CHECKOUT_TYPE
+from consumer.contract import checkout_message
 from consumer.normalize import Normalizer
 from producer_tools.records import CheckoutRecord
 
@@ -46,14 +46,8 @@ class CheckoutProducer:
         self.delivered = 0
         self.failed = 0
         self.errors: list[str] = []
-        self._producer = Producer(
-            {
-                "bootstrap.servers": bootstrap_servers or settings.kafka_bootstrap_servers,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-                **(config or {}),
-            }
+        self._producer = kafka.IdempotentProducer(
+            bootstrap_servers or settings.kafka_bootstrap_servers, client_id="checkout-events", config=config
         )
 
     def send(
@@ -86,19 +80,15 @@ class CheckoutProducer:
         source: str | None = None,
     ) -> KafkaMessage:
         """The Kafka message `send` would queue: structured-mode CloudEvent, key, content-type header."""
-        key = self.normalizer.identifiers(email, phone).partition_key
-        data: dict[str, Any] = {"email": email, "phoneNumber": phone, "orderId": order_id}
-        event = CloudEvent(
-            {
-                "id": event_id,
-                "source": source or self.source,
-                "type": CHECKOUT_TYPE,
-                "time": (time or datetime.now(UTC)).astimezone(UTC),
-                "datacontenttype": "application/json",
-            },
-            data,
+        return checkout_message(
+            self.normalizer,
+            email,
+            phone,
+            event_id=event_id,
+            source=source or self.source,
+            order_id=order_id,
+            time=time,
         )
-        return to_structured_event(event, key_mapper=lambda _: key)
 
     def send_record(self, record: CheckoutRecord, *, source: str | None = None) -> str:
         return self.send(
@@ -119,19 +109,9 @@ class CheckoutProducer:
         topic: str | None = None,
     ) -> None:
         """Queue arbitrary bytes (malformed events for tests, DLQ replay) on the checkout topic or `topic`."""
-        while True:
-            try:
-                self._producer.produce(
-                    topic or self.topic,
-                    value=value,
-                    key=key,
-                    headers=dict(headers or {}),
-                    on_delivery=self._on_delivery,
-                )
-                break
-            except BufferError:
-                # The local queue is full: serve delivery reports until there is room (librdkafka's idiom).
-                self._producer.poll(0.5)
+        self._producer.produce(
+            topic or self.topic, value, key, headers=headers, on_delivery=self._on_delivery
+        )
         self._producer.poll(0)
 
     def flush(self, timeout: float = 30.0) -> None:

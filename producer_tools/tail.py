@@ -135,7 +135,7 @@ def _readable(msg: Message) -> str:
     contact = data.get("contact") if isinstance(data.get("contact"), dict) else {}
     parts = [where, str(event.get("type")), f"key={_key(msg)}"]
     if "outcome" in data:
-        parts += [f"outcome={data['outcome']}", f"contact={data.get('contactId')}"]
+        parts += [f"outcome={data['outcome']}", f"contact={_scalar(data.get('contactId'))}"]
     if "survivingPrimaryId" in data:
         parts += [
             f"surviving={data['survivingPrimaryId']}",
@@ -150,7 +150,11 @@ def _readable(msg: Message) -> str:
             f"phones={_ids(contact.get('phoneNumbers'))}",
         ]
     elif "email" in data or "phoneNumber" in data:
-        parts += [f"id={event.get('id')}", f"email={data.get('email')}", f"phone={data.get('phoneNumber')}"]
+        parts += [
+            f"id={_scalar(event.get('id'))}",
+            f"email={_scalar(data.get('email'))}",
+            f"phone={_scalar(data.get('phoneNumber'))}",
+        ]
     return " ".join(parts)
 
 
@@ -162,6 +166,11 @@ def _dlq_line(msg: Message) -> str:
         f"reason={headers.get('error.reason', '?')} original={original} "
         f"message={headers.get('error.message', '')!r}"
     )
+
+
+def _scalar(value: object) -> str:
+    """A value as JSON writes it (null, not Python's None), strings unquoted so lines stay readable."""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _ids(values: object) -> str:

@@ -12,16 +12,17 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from consumer.core import Violation, check_invariants, reconcile
+from consumer.core import Guardrails, Violation, check_invariants, reconcile
 from consumer.migrate import migrate
 from tests.core.helpers import at, request
-from tests.fresh_database import fresh_database
+from tests.support.services import fresh_database
 
 CHAIN = "secondary not linked straight to a live primary"
 NOT_OLDEST = "primary is not the oldest row of its cluster"
 SHARED_EMAIL = "email shared by two clusters"
 SHARED_PHONE = "phone number shared by two clusters"
 PRECEDENCE = "precedence disagrees with linked_id"
+COMPONENT = "identity is not one connected component of the link graph"
 
 
 @pytest.fixture
@@ -94,7 +95,7 @@ def test_empty_database_passes(database_url: str) -> None:
         pytest.param(
             ["UPDATE contact SET linked_id = 2 WHERE id = 3"],
             # Row 3 now hangs off secondary 2, and so a2@x.io seems to sit in clusters 1 and 2.
-            {CHAIN: (3,), SHARED_EMAIL: (2,)},
+            {CHAIN: (3,), SHARED_EMAIL: (2,), COMPONENT: (1, 2)},
             id="chained-secondary",
         ),
         pytest.param(
@@ -103,10 +104,14 @@ def test_empty_database_passes(database_url: str) -> None:
             id="wrong-primary",
         ),
         pytest.param(
-            ["UPDATE contact SET email = 'a1@x.io' WHERE id = 4"], {SHARED_EMAIL: (1,)}, id="shared-email"
+            ["UPDATE contact SET email = 'a1@x.io' WHERE id = 4"],
+            {SHARED_EMAIL: (1,), COMPONENT: (1, 4)},
+            id="shared-email",
         ),
         pytest.param(
-            ["UPDATE contact SET phone_number = '333' WHERE id = 4"], {SHARED_PHONE: (3,)}, id="shared-phone"
+            ["UPDATE contact SET phone_number = '333' WHERE id = 4"],
+            {SHARED_PHONE: (3,), COMPONENT: (1, 4)},
+            id="shared-phone",
         ),
         pytest.param(
             ["UPDATE contact SET deleted_at = now() WHERE id = 1"], {CHAIN: (2, 3)}, id="deleted-primary"
@@ -114,7 +119,7 @@ def test_empty_database_passes(database_url: str) -> None:
         pytest.param(
             ["UPDATE contact SET linked_id = NULL WHERE id = 3"],
             # A second primary inside the cluster: its email is now in two clusters.
-            {PRECEDENCE: (3,), SHARED_EMAIL: (2,)},
+            {PRECEDENCE: (3,), SHARED_EMAIL: (2,), COMPONENT: (1, 3)},
             id="secondary-without-link",
         ),
         pytest.param(
@@ -137,10 +142,11 @@ def test_each_corruption_is_named(
 
 def test_examples_are_capped_but_counted(graph: tuple[str, psycopg.Connection[Any]]) -> None:
     _, conn = graph
+    hub = Guardrails(max_links_per_value=100)  # 26 emails on one phone: no fan-out block here
     for n in range(25):
-        reconcile(conn, request(f"more{n}@x.io", "444", event=f"more{n}"))
+        reconcile(conn, request(f"more{n}@x.io", "444", event=f"more{n}"), hub)
     corrupt(conn, "UPDATE contact SET deleted_at = now() WHERE id = 4")
-    (violation,) = check_invariants(conn)
+    (violation,) = check_invariants(conn, hub)
     conn.rollback()
     assert violation == Violation(CHAIN, tuple(range(5, 25)), 25)
 
@@ -165,6 +171,7 @@ def test_cli_reports_every_violated_rule_and_exits_1(graph: tuple[str, psycopg.C
             f"VIOLATION {SHARED_EMAIL}: 1 contact(s), e.g. ids 2",
             f"VIOLATION {SHARED_PHONE}: 1 contact(s), e.g. ids 1",
             f"VIOLATION {PRECEDENCE}: 1 contact(s), e.g. ids 4",
+            f"VIOLATION {COMPONENT}: 3 contact(s), e.g. ids 1, 2, 4",
         ]
     )
     assert "@" not in result.stdout + result.stderr, "the report names ids, never personal data"

@@ -23,16 +23,14 @@ import yaml
 from jsonschema import Draft7Validator
 
 from consumer.config import Settings
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SPEC = ROOT / "tests" / "data" / "compose-spec.json"
 APP_SERVICES = ("migrate", "worker", "relay", "api")
 LONG_RUNNING = ("postgres", "kafka", "worker", "relay", "api")
 ONE_SHOT = ("kafka-init", "migrate")
 # Read by consumer.migrate straight from the environment, not through Settings.
-NON_SETTINGS_ENV = {"MIGRATIONS_DIR"}
-
 _VARIABLE = re.compile(r"\$(?:(?P<escaped>\$)|\{(?P<name>\w+)(?::?-(?P<default>[^}]*))?\}|(?P<bare>\w+))")
 
 
@@ -114,8 +112,8 @@ def test_images_are_pinned() -> None:
 def test_app_environment_names_are_settings_and_their_values_parse(service: str) -> None:
     environment: dict[str, Any] = services()[service]["environment"]
     fields = {name.upper() for name in Settings.model_fields}
-    assert set(environment) - NON_SETTINGS_ENV <= fields, "every variable is a setting the service reads"
-    settings = Settings(**{k.lower(): str(v) for k, v in environment.items() if k not in NON_SETTINGS_ENV})
+    assert set(environment) <= fields, "every variable is a setting the service reads"
+    settings = Settings(**{k.lower(): str(v) for k, v in environment.items()})
     assert settings.kafka_bootstrap_servers == "kafka:19092"
     assert settings.database_url.startswith("postgresql://") and "@postgres:5432/" in settings.database_url
 
@@ -178,9 +176,7 @@ def test_startup_order_health_checks_and_restart_policies() -> None:
         assert s[service]["restart"] == "on-failure", service
         assert "healthcheck" not in s[service]
     assert "8000" in {str(p).rsplit(":", 1)[-1] for p in s["api"]["ports"]}
-    settings = Settings(
-        **{k.lower(): str(v) for k, v in s["api"]["environment"].items() if k not in NON_SETTINGS_ENV}
-    )
+    settings = Settings(**{k.lower(): str(v) for k, v in s["api"]["environment"].items()})
     assert (settings.api_host, settings.api_port) == ("0.0.0.0", 8000)
     assert f":{settings.api_port}/readyz" in " ".join(s["api"]["healthcheck"]["test"])
     for service, port in (("worker", settings.worker_metrics_port), ("relay", settings.relay_metrics_port)):

@@ -15,8 +15,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from consumer.migrate import MIGRATIONS_DIR, MigrationError, available, migrate, pending
-from tests.fresh_database import fresh_database
+from consumer.migrate import SQL_DIR, MigrationError, available, migrate, pending
+from tests.support.services import fresh_database
 
 CORE_TABLES = {"contact", "processed_event", "merge_log", "outbox", "schema_migration"}
 # 002 creates a table and 003 counts its own runs in it, so a second application shows as a second row.
@@ -35,7 +35,7 @@ def empty_database(database_url: str) -> Iterator[str]:
 @pytest.fixture
 def migrations(tmp_path: Path) -> Path:
     """A migrations directory: the real 001 followed by two probe files."""
-    shutil.copy(MIGRATIONS_DIR / "001_contact.sql", tmp_path)
+    shutil.copy(SQL_DIR / "001_contact.sql", tmp_path)
     for name, text in PROBE_FILES.items():
         (tmp_path / name).write_text(text)
     (tmp_path / "README.sql").write_text("this is not a migration and would not parse")

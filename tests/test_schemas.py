@@ -14,7 +14,7 @@ from consumer import schemas
 from consumer.config import Settings
 from consumer.core.graph import ContactView
 from producer_tools import CheckoutProducer, synthetic_records
-from tests.producer_tools.samples import story_events
+from tests.support.samples import story_events
 
 
 def _validator(name: str) -> Draft202012Validator:

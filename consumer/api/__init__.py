@@ -18,7 +18,7 @@ def run_api(
     """Serve with uvicorn until SIGINT/SIGTERM, which finish in-flight requests before exiting."""
     import uvicorn
 
-    workers = workers or settings.api_workers
+    workers = workers or settings.api_processes
     with ExitStack() as stack:
         if workers > 1 and MULTIPROC_ENV not in os.environ:
             # Set before the workers start: prometheus-client picks its storage when first imported.

@@ -11,7 +11,8 @@ from anyio import CapacityLimiter
 from fastapi import FastAPI
 from psycopg_pool import ConnectionPool
 
-from consumer.api import errors, metrics, routes
+from consumer import db
+from consumer.api import blocks, errors, metrics, routes
 from consumer.api.batching import Reconciler
 from consumer.api.db import Database
 from consumer.config import Settings, get_settings
@@ -35,8 +36,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.normalizer = normalizer
+    app.state.guard = Guardrails.of(settings)
     errors.install(app)
     app.include_router(routes.router)
+    app.include_router(blocks.router)
     app.mount("/console", create_console(app, settings))
     app.add_middleware(metrics.MetricsMiddleware)
     app.openapi()["components"]["schemas"]["IdentifyRequest"] = routes.identify_request_schema(normalizer)
@@ -51,7 +54,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         min_size=settings.api_pool_min_size,
         max_size=settings.api_pool_max_size,
         timeout=settings.api_pool_timeout_s,
-        kwargs={"autocommit": True},
+        kwargs=db.connection_kwargs(settings, "identity-api"),
         open=False,
         name="identity-api",
     )
@@ -61,7 +64,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     database = Database(pool, CapacityLimiter(settings.api_pool_max_size))
     reconciler = Reconciler(
         database,
-        Guardrails.of(settings),
+        app.state.guard,
         max_batch=settings.api_batch_max_size,
         drainers=settings.api_batch_drainers,
     )

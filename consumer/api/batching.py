@@ -17,7 +17,7 @@ from functools import partial
 import structlog
 
 from consumer.api import metrics
-from consumer.api.db import Database, unavailable
+from consumer.api.db import Database
 from consumer.core import (
     BlockedInput,
     Guardrails,
@@ -28,6 +28,7 @@ from consumer.core import (
     Resolution,
     reconcile_batch,
 )
+from consumer.db import unavailable
 
 log = structlog.get_logger(__name__)
 

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import anyio.to_thread
-import psycopg
 from anyio import CapacityLimiter
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
@@ -36,16 +35,3 @@ class Database:
                 return work(conn)
         finally:
             metrics.record_pool(self.pool)
-
-
-# SQLSTATE classes meaning "the database cannot serve now, retry": connection exception, insufficient
-# resources, operator intervention (shutdown), transaction rollback (deadlock after the core's retries).
-_RETRYABLE_CLASSES = frozenset({"08", "53", "57", "40"})
-
-
-def unavailable(exc: BaseException) -> bool:
-    """True for failures of the database itself rather than of one statement; the pool's timeout and
-    a lost connection carry no SQLSTATE."""
-    if not isinstance(exc, psycopg.OperationalError):
-        return False
-    return exc.sqlstate is None or exc.sqlstate[:2] in _RETRYABLE_CLASSES

@@ -11,6 +11,7 @@ from consumer.api.batching import Reconciler
 from consumer.api.db import Database
 from consumer.api.errors import ApiError
 from consumer.config import Settings
+from consumer.core import Guardrails
 from consumer.normalize import Identifiers, Normalizer
 
 
@@ -24,6 +25,16 @@ async def _settings(request: Request) -> Settings:
     return settings
 
 
+async def _guard(request: Request) -> Guardrails:
+    guard: Guardrails = request.app.state.guard
+    return guard
+
+
+async def _normalizer(request: Request) -> Normalizer:
+    normalizer: Normalizer = request.app.state.normalizer
+    return normalizer
+
+
 async def _reconciler(request: Request) -> Reconciler:
     reconciler: Reconciler = request.app.state.reconciler
     return reconciler
@@ -32,6 +43,8 @@ async def _reconciler(request: Request) -> Reconciler:
 SettingsDep = Annotated[Settings, Depends(_settings)]
 DatabaseDep = Annotated[Database, Depends(_database)]
 ReconcilerDep = Annotated[Reconciler, Depends(_reconciler)]
+GuardDep = Annotated[Guardrails, Depends(_guard)]
+NormalizerDep = Annotated[Normalizer, Depends(_normalizer)]
 
 
 async def _identifiers(request: Request, settings: SettingsDep) -> Identifiers:

@@ -17,9 +17,9 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from consumer.api.db import unavailable
 from consumer.api.responses import json_response
 from consumer.core import IdempotencyKeyReused, IdentifiersBlocked
+from consumer.db import unavailable
 from consumer.normalize import IdentifierError, MissingIdentifiers
 
 log = structlog.get_logger(__name__)

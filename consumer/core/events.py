@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from consumer.contract import MERGED_TYPE, RESOLVED_TYPE, SPLIT_TYPE
-from consumer.core.graph import Applied
+from consumer.core.graph import Applied, Merge
 from consumer.core.guard import Split
 
 EVENT_SOURCE = "urn:identity-reconciliation"
@@ -44,27 +44,39 @@ def outbox_events(
         "contactId": applied.contact_id,
         "contact": contact,
     }
-    timestamp = time.isoformat()
-    events = [_envelope(RESOLVED_TYPE, source, event_id, key, timestamp, resolved)]
+    events = [_envelope(RESOLVED_TYPE, source, event_id, key, time.isoformat(), resolved)]
     if applied.merge is not None:
-        merged: dict[str, object] = {
-            "sourceEventId": event_id,
-            "survivingPrimaryId": applied.merge.surviving_primary_id,
-            "mergedPrimaryIds": list(applied.merge.merged_primary_ids),
-            "relinkedContactIds": list(applied.merge.relinked_contact_ids),
-            "contact": contact,
-        }
-        events.append(_envelope(MERGED_TYPE, source, event_id, key, timestamp, merged))
+        events.append(merged_event(source, event_id, applied.merge, time, contact))
     return events
 
 
-def split_event(split: Split, time: datetime) -> OutboxEvent:
-    """`identity.split`, keyed by the former primary; its id derives from the cause and that primary."""
-    data: dict[str, object] = {
+def merged_event(
+    source: str, event_id: str, merge: Merge, time: datetime, contact: dict[str, object]
+) -> OutboxEvent:
+    """`identity.merged`, keyed by the surviving primary; `contact` is its identity's document."""
+    merged: dict[str, object] = {
+        "sourceEventId": event_id,
+        "survivingPrimaryId": merge.surviving_primary_id,
+        "mergedPrimaryIds": list(merge.merged_primary_ids),
+        "relinkedContactIds": list(merge.relinked_contact_ids),
+        "contact": contact,
+    }
+    key = str(merge.surviving_primary_id)
+    return _envelope(MERGED_TYPE, source, event_id, key, time.isoformat(), merged)
+
+
+def split_document(split: Split) -> dict[str, object]:
+    """`identity.split`'s data (`SplitData`)."""
+    return {
         "cause": {"type": split.cause_type, "id": split.cause_id},
         "formerPrimaryId": split.former_primary_id,
         "identities": [view.document() for view in split.identities],
     }
+
+
+def split_event(split: Split, time: datetime) -> OutboxEvent:
+    """`identity.split`, keyed by the former primary; its id derives from the cause and that primary."""
+    data = split_document(split)
     key = str(split.former_primary_id)
     source = f"{EVENT_SOURCE}:{split.cause_type}"
     return _envelope(SPLIT_TYPE, source, f"{split.cause_id}:{key}", key, time.isoformat(), data)

@@ -20,7 +20,7 @@ import psycopg
 from consumer import queries
 from consumer.core.blocklist import Blocklist, Guardrails
 from consumer.core.graph import Contact, ContactView, IdentityGraph
-from consumer.core.links import Adjacency, Kind, components, link_graph
+from consumer.core.links import Adjacency, Kind, components, link_graph, values_of
 
 Value = tuple[Kind, str]
 CauseType = Literal["value_blocked", "erasure"]
@@ -70,23 +70,22 @@ class Guard:
 
     def block(
         self, kind: Kind, value: str, reason: str, added_by: str, note: str | None = None
-    ) -> tuple[int, bool]:
-        """Block `value` and split the identities holding it; the block id, and whether it is new."""
+    ) -> tuple[int, list[Split]] | None:
+        """Block `value` and split the identities holding it: the block id and the splits, or None when
+        the value was blocked already."""
         graph = self.graph
         primaries = sorted({graph.rows[i].primary_id for i in graph.holders(kind, value)})
         block_id, created = self.blocklist.add(
             kind, value, reason, added_by, primaries[0] if primaries else None, note
         )
-        if created:
-            self.split(primaries, "value_blocked", block_id)
-        return block_id, created
+        return (block_id, self.split(primaries, "value_blocked", block_id)) if created else None
 
     def split(self, primary_ids: Iterable[int], cause_type: CauseType, cause_id: int) -> list[Split]:
         """Regroup each identity's rows into the components of the link graph (rule 15)."""
         made = []
         for primary_id in primary_ids:
             rows = self.graph.members(primary_id)
-            groups = components(rows, self._links(rows))
+            groups = components(rows, self.links(rows))
             if len(groups) > 1:
                 self.graph.regroup(groups, self.now)
                 views = tuple(self.graph.view(group[0].id) for group in groups)
@@ -99,7 +98,8 @@ class Guard:
         splits, self._splits = self._splits, []
         return splits
 
-    def _links(self, rows: list[Contact]) -> Adjacency:
+    def links(self, rows: list[Contact]) -> Adjacency:
+        """The link graph of these rows: shared values, and merges recorded in the log or this transaction."""
         emails = sorted({r.email for r in rows if r.email is not None})
         phones = sorted({r.phone_number for r in rows if r.phone_number is not None})
         self.blocklist.prefetch([*(("email", e) for e in emails), *(("phone", p) for p in phones)])
@@ -130,14 +130,19 @@ class Guard:
 
     def _over_cap(self, email: str | None, phone: str | None) -> Value | None:
         """The value to block so that the input fits the identity cap, or None if it fits."""
-        cap = self.limits.max_identifiers_per_identity
         graph = self.graph
         matched = set(graph.holders("email", email) if email else ()) | set(
             graph.holders("phone", phone) if phone else ()
         )
-        rows = [r for p in {graph.rows[i].primary_id for i in matched} for r in graph.members(p)]
+        return self.over_cap({graph.rows[i].primary_id for i in matched}, values_of(email, phone))
+
+    def over_cap(self, primary_ids: Iterable[int], incoming: Iterable[Value] = ()) -> Value | None:
+        """The value rule 14 blocks so that these identities joined, with `incoming`, fit the cap: the
+        one with the most distinct counterparts (ties: the lowest value); None if they fit."""
+        cap = self.limits.max_identifiers_per_identity
+        rows = [r for p in primary_ids for r in self.graph.members(p)]
         held = {v for r in rows for v in r.values()}
-        incoming = {v for v in (("email", email), ("phone", phone)) if v[1] is not None}
+        incoming = set(incoming)
         if len(held | incoming) <= cap:
             return None
         self.blocklist.prefetch(held)

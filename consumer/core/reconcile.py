@@ -195,8 +195,8 @@ def with_identities(
 
     For operations that are not inputs (blocks, unblocks, erasures): they change identities under the
     same locks as reconciliation, so they are safe against any worker or API call at the same moment.
+    Inside a transaction of the caller's, this one is a savepoint of it.
     """
-    _check_idle(conn)
     requests = [Request(ids, source="", event_id="", idempotent=False) for ids in identifiers]
 
     def body(tx: Transaction, extra: set[int], wait: bool) -> T:

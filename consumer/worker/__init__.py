@@ -19,7 +19,7 @@ log = structlog.get_logger(__name__)
 def run_worker(settings: Settings) -> int:
     """Run until SIGTERM or SIGINT (exit 0 after draining and committing) or a fatal error (exit 1)."""
     if settings.worker_metrics_port:
-        start_http_server(settings.worker_metrics_port)
+        start_http_server(settings.worker_metrics_port, settings.metrics_host)
     worker = Worker(settings)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: worker.stop())

@@ -7,14 +7,13 @@ whose earlier attempt is still in flight are awaited, not produced twice.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message
 
+from consumer import kafka
 from consumer.config import Settings
 from consumer.worker import metrics
 from consumer.worker.decode import DeadLetter, header_dict
@@ -24,7 +23,7 @@ log = structlog.get_logger(__name__)
 ERROR_HEADERS = ("error.reason", "error.message", "original.topic", "original.partition", "original.offset")
 
 
-class DeliveryFailed(Exception):
+class DeliveryFailed(kafka.DeliveryFailed):
     """Some dead letters were not acknowledged; the caller retries `deliver` with backoff."""
 
 
@@ -61,30 +60,24 @@ class DeadLetterProducer:
     def __init__(self, settings: Settings) -> None:
         self._topic = settings.dlq_topic
         self._timeout = settings.worker_dlq_timeout_s
-        self._config: dict[str, Any] = {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 5,
-            # A report must arrive within one attempt, so a retry never races a still-queued copy.
-            "message.timeout.ms": int(settings.worker_dlq_timeout_s * 1000),
-            "error_cb": self._on_error,
-            "logger": logging.getLogger("confluent_kafka.dlq"),
-        }
-        self._fatal = False
-        self._producer = Producer(self._config)
+        # A report must arrive within one attempt, so a retry never races a still-queued copy.
+        self._producer = kafka.IdempotentProducer(
+            settings.kafka_bootstrap_servers, client_id="identity-dlq", delivery_timeout_s=self._timeout
+        )
 
     def deliver(self, records: Sequence[DeadLetterRecord]) -> None:
         """Produce what is not delivered yet and wait for the reports; raises `DeliveryFailed`."""
         if not records:
             return
-        if self._fatal:
-            self._replace_producer(records)
+        if self._producer.recover():
+            # The failed client's queue is gone with it: nothing is in flight any more.
+            for r in records:
+                r.in_flight = False
         try:
             for record in records:
                 if not record.delivered and not record.in_flight:
                     self._produce(record)
-        except (BufferError, KafkaException) as exc:
+        except KafkaException as exc:
             raise DeliveryFailed(f"could not enqueue a dead letter: {type(exc).__name__}") from exc
         finally:
             self._producer.flush(self._timeout)
@@ -111,18 +104,3 @@ class DeadLetterProducer:
             self._topic, m.value(), m.key(), headers=record.headers(), on_delivery=record.on_delivery
         )
         record.in_flight = True
-
-    def _replace_producer(self, records: Sequence[DeadLetterRecord]) -> None:
-        """A fatal error (idempotence state lost) leaves the producer unusable: start a new one."""
-        log.error("dead-letter producer failed fatally; replacing it")
-        self._producer.purge()
-        self._producer.flush(0)
-        for r in records:
-            r.in_flight = False
-        self._fatal = False
-        self._producer = Producer(self._config)
-
-    def _on_error(self, error: KafkaError) -> None:
-        if error.fatal():
-            self._fatal = True
-        log.warning("dead-letter producer error", error=error.name(), detail=error.str())

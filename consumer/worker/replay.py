@@ -21,10 +21,10 @@ from confluent_kafka import (
     KafkaError,
     KafkaException,
     Message,
-    Producer,
     TopicPartition,
 )
 
+from consumer import kafka
 from consumer.config import Settings, get_settings
 from consumer.logs import configure_logging
 from consumer.worker.decode import Reason, header_dict
@@ -49,9 +49,7 @@ def replay(
             "enable.partition.eof": True,
         }
     )
-    producer = Producer(
-        {"bootstrap.servers": settings.kafka_bootstrap_servers, "enable.idempotence": True, "acks": "all"}
-    )
+    producer = kafka.IdempotentProducer(settings.kafka_bootstrap_servers, client_id="identity-dlq-replay")
     seen: Counter[str] = Counter()
     replayed: Counter[str] = Counter()
     try:
@@ -97,16 +95,11 @@ def _or_beginning(offset: int) -> int:
     return offset if offset >= 0 else OFFSET_BEGINNING
 
 
-def _send(producer: Producer, topic: str, message: Message) -> None:
+def _send(producer: kafka.IdempotentProducer, topic: str, message: Message) -> None:
     headers: list[tuple[str, str | bytes | None]] = [
         (k, v) for k, v in header_dict(message.headers()).items() if k not in ERROR_HEADERS
     ]
-    while True:
-        try:
-            producer.produce(topic, message.value(), message.key(), headers=headers, on_delivery=_check)
-            return
-        except BufferError:
-            producer.poll(1.0)
+    producer.produce(topic, message.value(), message.key(), headers=headers, on_delivery=_check)
 
 
 def _check(error: KafkaError | None, _: Message) -> None:
@@ -114,7 +107,7 @@ def _check(error: KafkaError | None, _: Message) -> None:
         raise KafkaException(error)
 
 
-def _flush(producer: Producer) -> None:
+def _flush(producer: kafka.IdempotentProducer) -> None:
     """Every copy acknowledged before the progress is committed; a failed delivery raises."""
     if producer.flush(60) > 0:
         raise RuntimeError("replayed events not acknowledged within 60 s; progress not committed")

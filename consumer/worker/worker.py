@@ -26,12 +26,13 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
 
+from consumer import db, kafka
 from consumer.config import Settings
 from consumer.core import BlockedInput, Guardrails, KeyConflict, Request, Resolution, Result, reconcile_batch
 from consumer.normalize import Normalizer
 from consumer.worker import metrics
 from consumer.worker.decode import DeadLetter, Reason, decode
-from consumer.worker.dlq import DeadLetterProducer, DeadLetterRecord, DeliveryFailed
+from consumer.worker.dlq import DeadLetterProducer, DeadLetterRecord
 
 log = structlog.get_logger(__name__)
 
@@ -46,13 +47,6 @@ _BLOCKED = DeadLetter(
     Reason.BLOCKED_IDENTIFIER,
     "every identifier of the event is blocked; nothing applied (replay it with dlq-replay after an unblock)",
 )
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Failures that go away by themselves: the database restarting, the broker unreachable."""
-    if isinstance(exc, psycopg.errors.ProgramLimitExceeded):
-        return False  # a value too large for an index will be too large on every retry
-    return isinstance(exc, psycopg.OperationalError | psycopg.errors.ReadOnlySqlTransaction | DeliveryFailed)
 
 
 @dataclass(eq=False)
@@ -138,7 +132,7 @@ class Worker:
             ]
             self._retry("dlq", lambda: self._dlq.deliver(self._still_inflight(records)))
         except Exception as exc:
-            if not (self._stopping and is_transient(exc)):
+            if not (self._stopping and kafka.is_transient(exc)):
                 raise
             log.warning("shutting down during an outage; the batch will be redelivered", count=len(messages))
             self._inflight = []
@@ -163,7 +157,7 @@ class Worker:
             try:
                 results = dict(zip(good, reconcile_batch(conn, requests, self._guard), strict=True))
             except Exception as exc:
-                if is_transient(exc):
+                if kafka.is_transient(exc):
                     self._drop_connection()
                 raise
         return [(item, _result(item, results.get(item))) for item in items]
@@ -195,7 +189,7 @@ class Worker:
     def _retry(self, operation: str, attempt: Callable[[], T]) -> T:
         settings = self._settings
         retrying = Retrying(
-            retry=retry_if_exception(is_transient),
+            retry=retry_if_exception(kafka.is_transient),
             wait=wait_exponential_jitter(
                 initial=settings.worker_retry_initial_s,
                 max=settings.worker_retry_max_s,
@@ -242,11 +236,7 @@ class Worker:
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(
-                self._settings.database_url,
-                autocommit=True,
-                connect_timeout=self._settings.worker_db_connect_timeout_s,
-            )
+            self._conn = db.connect(self._settings, "identity-worker")
         return self._conn
 
     def _drop_connection(self) -> None:
@@ -308,7 +298,7 @@ class Worker:
         if error.fatal():
             self._fatal = error
             self._stopping = True
-        log.warning("kafka client error", error=error.name(), detail=error.str())
+        kafka.log_client_error("identity-worker", error)
 
     def _update_lag(self) -> None:
         now = time.monotonic()

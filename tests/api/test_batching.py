@@ -14,8 +14,8 @@ import psycopg
 import pytest
 
 from consumer.core.blocklist import lock_key
-from tests.api.conftest import ApiServer, api_server
-from tests.api.test_metrics import samples, value
+from tests.support.metrics import samples, value
+from tests.support.processes import ApiServer, api_server
 
 CALLS = 24
 BLOCKER = "blocker@hillvalley.edu"
@@ -71,4 +71,4 @@ def test_a_refused_call_fails_alone(
     # The blocker alone, then every queued call in one batch (over 16), split when it failed.
     assert batches == 2
     assert value(after, bucket, le="16.0") - value(before, bucket, le="16.0") == 1
-    assert "batch failed" in one_drainer.log.read_text()
+    assert "batch failed" in one_drainer.log_path.read_text()

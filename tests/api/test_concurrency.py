@@ -10,7 +10,8 @@ import httpx
 import psycopg
 
 from consumer.core import check_invariants
-from tests.api.conftest import ApiServer
+from tests.support.graph import components
+from tests.support.processes import ApiServer
 
 CLIENTS = 32
 REQUESTS_PER_CLIENT = 8
@@ -27,25 +28,6 @@ def requests_for(seed: int) -> list[dict[str, str]]:
             rng.choice([{"email": email}, {"phoneNumber": phone}, {"email": email, "phoneNumber": phone}])
         )
     return bodies
-
-
-def expected_clusters(bodies: list[dict[str, str]]) -> int:
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            x = parent[x]
-        return x
-
-    for body in bodies:
-        names = [
-            f"e:{body['email']}" if "email" in body else None,
-            f"p:{body['phoneNumber']}" if "phoneNumber" in body else None,
-        ]
-        first, *rest = [find(n) for n in names if n]
-        for other in rest:
-            parent[other] = first
-    return len({find(x) for x in parent})
 
 
 async def run_clients(url: str, plans: list[list[dict[str, str]]]) -> list[httpx.Response]:
@@ -68,4 +50,6 @@ def test_concurrent_clients_keep_every_invariant(api: ApiServer, db: psycopg.Con
     assert [r.status_code for r in responses] == [200] * CLIENTS * REQUESTS_PER_CLIENT
     assert check_invariants(db) == []
     primaries = db.execute("SELECT count(*) FROM contact WHERE linked_id IS NULL").fetchone()
-    assert primaries == (expected_clusters([body for plan in plans for body in plan]),)
+    assert primaries == (
+        len(components((b.get("email"), b.get("phoneNumber")) for plan in plans for b in plan)),
+    )

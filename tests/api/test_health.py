@@ -12,9 +12,9 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from consumer.embedded import free_port
+from consumer.local.embedded import free_port
 from consumer.migrate import available
-from tests.api.conftest import api_server
+from tests.support.processes import api_server
 
 UNMIGRATED_DB = "identity_api_unmigrated"
 
@@ -65,4 +65,4 @@ def test_server_stops_cleanly_on_sigterm(tmp_path: Path, database_url: str) -> N
         server.process.terminate()
         # uvicorn shuts down gracefully, then re-raises the signal so the exit status tells the cause.
         assert server.process.wait(15) == -signal.SIGTERM
-        assert "Application shutdown complete" in server.log.read_text()
+        assert "Application shutdown complete" in server.log_path.read_text()

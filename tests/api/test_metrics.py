@@ -6,24 +6,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.api.conftest import ApiServer, api_server
-
-
-def samples(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    response = httpx.get(url + "/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(response.text)
-        for s in family.samples
-    }
-
-
-def value(metrics: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
-    return metrics.get((name, frozenset(labels.items())), 0.0)
+from tests.support.metrics import samples, value
+from tests.support.processes import ApiServer, api_server
 
 
 def test_metrics_count_requests_outcomes_and_pool(api: ApiServer, client: httpx.Client) -> None:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.api.conftest import ApiServer
+from tests.support.processes import ApiServer
 
 MAX_EXAMPLES = 30
 SEED = 20151021

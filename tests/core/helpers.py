@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, LiteralString
 
@@ -11,8 +11,8 @@ from psycopg.rows import dict_row
 
 from consumer.core import Request
 from consumer.normalize import Normalizer
+from tests.support import SOURCE
 
-SOURCE = "urn:test:checkout"
 NORMALIZER = Normalizer()
 
 
@@ -106,31 +106,3 @@ def execute(conn: psycopg.Connection[Any], statement: LiteralString, params: tup
     """A hand-made change to the tables (corrupting or soft-deleting rows), committed."""
     conn.execute(statement, params)
     conn.commit()
-
-
-def identifier_keys(email: str | None, phone: str | None) -> list[str]:
-    """Emails and phones in one namespace, for union-finds over identifiers."""
-    return [k for k in (email and f"e:{email}", phone and f"p:{phone}") if k]
-
-
-@dataclass
-class UnionFind:
-    parent: dict[str, str] = field(default_factory=dict)
-
-    def find(self, key: str) -> str:
-        while (up := self.parent.setdefault(key, key)) != key:
-            self.parent[key] = self.parent.setdefault(up, up)
-            key = up
-        return key
-
-    def union(self, keys: list[str]) -> None:
-        """Register every key and join them all into one component."""
-        roots = [self.find(k) for k in keys]
-        for root in roots[1:]:
-            self.parent[root] = roots[0]
-
-    def components(self) -> set[frozenset[str]]:
-        groups: dict[str, set[str]] = {}
-        for key in list(self.parent):
-            groups.setdefault(self.find(key), set()).add(key)
-        return {frozenset(g) for g in groups.values()}

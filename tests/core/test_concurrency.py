@@ -27,16 +27,8 @@ from consumer.core import (
 )
 from consumer.core.blocklist import lock_key
 from consumer.normalize import Identifiers
-from tests.core.helpers import (
-    SOURCE,
-    UnionFind,
-    contacts,
-    counts,
-    identifier_keys,
-    merge_log,
-    request,
-    table,
-)
+from tests.core.helpers import contacts, counts, merge_log, request, table
+from tests.support import SOURCE, graph
 
 THREADS = 8
 ROUNDS = 30
@@ -105,17 +97,14 @@ def random_round(rng: random.Random, thread: int, round_: int, hub: bool = False
 
 def components(requests: list[Request]) -> set[frozenset[str]]:
     """The connected components of the identifiers, each input joining its email and phone."""
-    union_find = UnionFind()
-    for r in requests:
-        union_find.union(identifier_keys(r.identifiers.email, r.identifiers.phone))
-    return union_find.components()
+    return graph.components((r.identifiers.email, r.identifiers.phone) for r in requests)
 
 
 def clusters(conn: psycopg.Connection[Any]) -> list[set[str]]:
     by_primary: dict[int, set[str]] = {}
     for row in contacts(conn):
         by_primary.setdefault(row.linked_id or row.id, set()).update(
-            identifier_keys(row.email, row.phone_number)
+            graph.identifier_keys(row.email, row.phone_number)
         )
     return list(by_primary.values())
 

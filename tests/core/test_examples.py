@@ -9,8 +9,9 @@ import psycopg
 from consumer.contract import MERGED_TYPE, RESOLVED_TYPE, Outcome
 from consumer.core import ContactView, Merge, Resolution, reconcile
 from consumer.core.events import EVENT_SOURCE, output_event_id
-from tests.conftest import reset_database
-from tests.core.helpers import SOURCE, at, contacts, counts, merge_log, outbox, request
+from tests.core.helpers import at, contacts, counts, merge_log, outbox, request
+from tests.support import SOURCE
+from tests.support.database import reset_database
 
 LORRAINE = "lorraine@hillvalley.edu"
 MCFLY = "mcfly@hillvalley.edu"

@@ -36,9 +36,11 @@ from consumer.core import (
 )
 from consumer.core.events import EVENT_SOURCE, output_event_id
 from consumer.normalize import Identifiers
-from tests.conftest import reset_database
-from tests.core.helpers import SOURCE, UnionFind, contacts, execute, outbox
+from tests.core.helpers import contacts, execute, outbox
 from tests.core.helpers import table as table_rows
+from tests.support import SOURCE
+from tests.support.database import reset_database
+from tests.support.graph import UnionFind
 
 EMAILS = ["a@x.io", "b@x.io", "c@x.io", "d@x.io"]
 PHONES = ["111", "222", "333", "444"]

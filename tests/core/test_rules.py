@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,7 +22,8 @@ from consumer.core import (
     reconcile,
     reconcile_batch,
 )
-from tests.core.helpers import SOURCE, at, contacts, counts, execute, merge_log, outbox, request
+from tests.core.helpers import at, contacts, counts, execute, merge_log, outbox, request
+from tests.support import SOURCE
 
 
 def links(conn: psycopg.Connection[Any]) -> dict[int, int | None]:
@@ -117,10 +119,10 @@ def test_missing_values_never_match_each_other(db: psycopg.Connection[Any]) -> N
 
 
 def test_email_case_and_phone_formatting_do_not_matter(db: psycopg.Connection[Any]) -> None:
-    reconcile(db, request(" Lorraine@HillValley.EDU ", "(123) 456-7890", event="e1"))
-    answer = reconcile(db, request("lorraine@hillvalley.edu", "123.456.7890", event="e2"))
+    reconcile(db, request(" Lorraine@HillValley.EDU ", "(555) 456-7890", event="e1"))
+    answer = reconcile(db, request("lorraine@hillvalley.edu", "555.456.7890", event="e2"))
     assert answer.outcome is Outcome.MATCHED
-    assert [(r.email, r.phone_number) for r in contacts(db)] == [("lorraine@hillvalley.edu", "1234567890")]
+    assert [(r.email, r.phone_number) for r in contacts(db)] == [("lorraine@hillvalley.edu", "5554567890")]
 
 
 def test_numeric_phone_matches_its_string(db: psycopg.Connection[Any]) -> None:
@@ -273,11 +275,20 @@ def test_late_older_event_takes_over_as_primary(db: psycopg.Connection[Any]) -> 
     ] == [("late", 3, [1])]
 
 
-def test_late_older_event_with_nothing_new_changes_nothing(db: psycopg.Connection[Any]) -> None:
+def test_late_older_event_with_nothing_new_keeps_its_row_as_primary(db: psycopg.Connection[Any]) -> None:
+    """Rule 8's exception to rule 6: the identity's primary is its oldest event's row."""
     reconcile(db, request("a@x.io", "111", event="e1", when=at("2023-04-10")))
-    rows = contacts(db)
     answer = reconcile(db, request("a@x.io", "111", event="late", when=at("2023-01-01")))
-    assert (answer.outcome, answer.contact.primary_id) == (Outcome.MATCHED, 1)
+    assert (answer.outcome, answer.contact_id, answer.merge) == (Outcome.MERGED, 2, Merge(2, (1,), ()))
+    assert [(r.id, r.linked_id, r.source_event_id) for r in contacts(db)] == [(1, 2, "e1"), (2, None, "late")]
+
+
+def test_older_event_inserts_only_when_older_than_every_row_it_matches(db: psycopg.Connection[Any]) -> None:
+    reconcile(db, request("a@x.io", "111", event="e1", when=at("2023-01-01")))
+    reconcile(db, request("b@x.io", "111", event="e2", when=at("2023-04-10")))
+    rows = contacts(db)
+    answer = reconcile(db, request("a@x.io", "111", event="mid", when=at("2023-02-01")))
+    assert (answer.outcome, answer.contact_id) == (Outcome.MATCHED, None)
     assert contacts(db) == rows
 
 
@@ -358,11 +369,23 @@ def test_same_key_same_payload_is_a_duplicate_and_writes_nothing(db: psycopg.Con
     assert contacts(db) == rows
 
 
-def test_duplicate_returns_the_first_answer_even_after_later_changes(db: psycopg.Connection[Any]) -> None:
-    first = reconcile(db, request("a@x.io", "111", event="e1"))
+def test_duplicate_kept_answer_is_the_first_even_after_later_changes(db: psycopg.Connection[Any]) -> None:
+    keyed = replace(request("a@x.io", "111", event="e1"), keeps_answer=True)  # an API call's
+    first = reconcile(db, keyed)
+    reconcile(db, request("b@x.io", "111", event="e2"))
+    again = reconcile(db, keyed)
+    assert again.duplicate and again.contact == first.contact
+
+
+def test_duplicate_event_answers_the_identity_as_it_is_now(db: psycopg.Connection[Any]) -> None:
+    """A worker event's record keeps ids only: its size does not grow with the identity's."""
+    reconcile(db, request("a@x.io", "111", event="e1"))
     reconcile(db, request("b@x.io", "111", event="e2"))
     again = reconcile(db, request("a@x.io", "111", event="e1"))
-    assert again.duplicate and again.contact == first.contact
+    assert again.duplicate and again.contact == ContactView(1, ("a@x.io", "b@x.io"), ("111",), (2,))
+    (stored,) = db.execute("SELECT result FROM processed_event WHERE event_id = 'e1'").fetchone() or ()
+    db.rollback()
+    assert stored == {"outcome": "created_primary", "contactId": 1, "primaryId": 1, "merge": None}
 
 
 @pytest.mark.parametrize(

@@ -5,21 +5,21 @@ with the relay killed mid-stream."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import psycopg
-import pytest
 
 from consumer.contract import MERGED_TYPE, RESOLVED_TYPE
 from consumer.core import check_invariants
 from consumer.core.events import EVENT_SOURCE, output_event_id
 from producer_tools import CheckoutProducer, synthetic_records
-from tests.relay.support import Output, OutputReader, outbox_rows, published, wait_until
-from tests.reliability.support import Stack, processed, unpublished
+from tests.support.database import outbox_rows, processed, published, unpublished
+from tests.support.kafka import Output, OutputReader
+from tests.support.polling import wait_until
+from tests.support.stack import Stack
 
 SOURCE = "urn:e2e:checkout"
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -138,22 +138,14 @@ def by_topic_and_key(values: list[tuple[str, dict[str, Any]]]) -> dict[tuple[str
     return streams
 
 
-@pytest.fixture
-def outputs(pipeline: Stack) -> Iterator[OutputReader]:
-    topics = pipeline.topics.outputs
-    reader = OutputReader(pipeline.bootstrap, [topics.resolved, topics.merged])
-    yield reader
-    reader.close()
-
-
-def run_story(pipeline: Stack, db: psycopg.Connection[Any], outputs: OutputReader) -> list[Output]:
-    produce(pipeline.bootstrap, pipeline.topics.checkout, STORY)
-    pipeline.start("worker")
-    pipeline.start("relay")
-    url = pipeline.database_url
+def run_story(stack: Stack, db: psycopg.Connection[Any], reader: OutputReader) -> list[Output]:
+    produce(stack.bootstrap, stack.topics.checkout, STORY)
+    stack.start("worker")
+    stack.start("relay")
+    url = stack.database_url
     wait_until(lambda: processed(url, SOURCE) == len(STORY), 60, "every event applied")
     wait_until(lambda: unpublished(url) == 0, 30, "every outbox row published")
-    return list(outputs.read_until(lambda m: len(m) >= 12))
+    return list(reader.read_until(lambda m: len(m) >= 12))
 
 
 def created_by(db: psycopg.Connection[Any]) -> dict[str, int]:
@@ -163,9 +155,9 @@ def created_by(db: psycopg.Connection[Any]) -> dict[str, int]:
 
 
 def test_every_rule_end_to_end_with_the_exact_output_events(
-    pipeline: Stack, db: psycopg.Connection[Any], outputs: OutputReader
+    stack: Stack, db: psycopg.Connection[Any], reader: OutputReader
 ) -> None:
-    messages = run_story(pipeline, db, outputs)
+    messages = run_story(stack, db, reader)
     ids = created_by(db)
 
     # The database: one row per event that brought something new, all linked straight to the oldest.
@@ -194,7 +186,7 @@ def test_every_rule_end_to_end_with_the_exact_output_events(
     assert check_invariants(db) == []
 
     # The output events: exactly these, each on its topic, keyed by the primary, in order per key.
-    topics = pipeline.topics.outputs
+    topics = stack.topics
     topic_of = {RESOLVED_TYPE: topics.resolved, MERGED_TYPE: topics.merged}
     for m in messages:
         assert m.key == m.value["subject"]
@@ -205,7 +197,7 @@ def test_every_rule_end_to_end_with_the_exact_output_events(
     assert by_topic_and_key([(m.topic, m.value) for m in messages]) == by_topic_and_key(expected)
 
     # Rule 1: the event without identifiers went to the dead-letter topic, with a reason.
-    dlq = OutputReader(pipeline.bootstrap, [pipeline.topics.dlq], partitions=1)
+    dlq = OutputReader(stack.bootstrap, [stack.topics.dlq], partitions=1)
     try:
         (dead,) = dlq.read_until(lambda m: len(m) >= 1)
     finally:
@@ -215,9 +207,9 @@ def test_every_rule_end_to_end_with_the_exact_output_events(
 
 
 def test_events_produced_twice_create_no_rows_and_no_output_events(
-    pipeline: Stack, db: psycopg.Connection[Any], outputs: OutputReader
+    stack: Stack, db: psycopg.Connection[Any], reader: OutputReader
 ) -> None:
-    messages = run_story(pipeline, db, outputs)
+    messages = run_story(stack, db, reader)
     counts = "SELECT (SELECT count(*) FROM contact), (SELECT count(*) FROM outbox)"
     before = db.execute(counts).fetchone()
     db.commit()
@@ -225,42 +217,42 @@ def test_events_produced_twice_create_no_rows_and_no_output_events(
 
     # The same events again, then a new one: one partition, so once it is applied the rest were too.
     marty = Checkout("e10", "marty@hillvalley.edu", None, 30)
-    produce(pipeline.bootstrap, pipeline.topics.checkout, [*STORY, marty])
-    url = pipeline.database_url
+    produce(stack.bootstrap, stack.topics.checkout, [*STORY, marty])
+    url = stack.database_url
     wait_until(lambda: processed(url, SOURCE) == len(STORY) + 1, 60, "the new event applied")
     wait_until(lambda: unpublished(url) == 0, 30, "its output published")
 
     assert db.execute(counts).fetchone() == (before[0] + 1, before[1] + 1)
     # Every output comes from an outbox row, so one new row means one new output event: e10's.
-    new = outputs.read_until(lambda m: any(x.value["data"]["sourceEventId"] == "e10" for x in m))
+    new = reader.read_until(lambda m: any(x.value["data"]["sourceEventId"] == "e10" for x in m))
     assert [(m.value["data"]["sourceEventId"], m.value["data"]["outcome"]) for m in new[len(messages) :]] == [
         ("e10", "created_primary")
     ]
 
 
 def test_every_event_gets_its_output_when_the_relay_is_killed_during_thousands_of_events(
-    pipeline: Stack, db: psycopg.Connection[Any], outputs: OutputReader
+    stack: Stack, db: psycopg.Connection[Any], reader: OutputReader
 ) -> None:
     records = list(synthetic_records(customers=600, events=3000, seed=7))
-    with CheckoutProducer(pipeline.bootstrap, pipeline.topics.checkout, source=SOURCE) as producer:
+    with CheckoutProducer(stack.bootstrap, stack.topics.checkout, source=SOURCE) as producer:
         for record in records:
             producer.send_record(record)
-    pipeline.start("worker", WORKER_BATCH_SIZE="100")
+    stack.start("worker", WORKER_BATCH_SIZE="100")
     for kill in range(1, 4):
-        relay = pipeline.start("relay", RELAY_BATCH_SIZE="100")
+        relay = stack.start("relay", RELAY_BATCH_SIZE="100")
 
         def progressed(kill: int = kill) -> bool:
             return published(db) >= kill * len(records) // 4
 
         wait_until(progressed, 60, f"publishing progress before kill {kill}")
         relay.kill()
-    pipeline.start("relay")
-    url = pipeline.database_url
+    stack.start("relay")
+    url = stack.database_url
     wait_until(lambda: processed(url, SOURCE) == len(records), 60, "every event applied")
     wait_until(lambda: unpublished(url) == 0, 60, "every outbox row published")
 
     rows = outbox_rows(db)
-    messages = outputs.read_until(lambda m: len({x.id for x in m}) >= len(rows), timeout=60)
+    messages = reader.read_until(lambda m: len({x.id for x in m}) >= len(rows), timeout=60)
     first: dict[str, Output] = {}
     resolved: dict[str, set[str]] = defaultdict(set)
     for m in messages:

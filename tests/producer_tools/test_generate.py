@@ -9,7 +9,7 @@ import pytest
 from consumer.normalize import Normalizer
 from producer_tools import CheckoutRecord, SyntheticStream, read_records, synthetic_records
 from producer_tools.cli import main
-from tests.producer_tools.conftest import consume
+from tests.support.kafka import consume
 
 NORMALIZER = Normalizer()
 
@@ -62,6 +62,30 @@ def test_the_stream_has_the_requested_identity_structure() -> None:
     assert any(r.email != i.email for r, i in zip(records, ids, strict=True)), "raw spellings vary"
 
 
+def test_streams_of_different_seeds_share_no_email_or_phone() -> None:
+    def identifiers(seed: int) -> set[str]:
+        values = set()
+        for r in synthetic_records(100, 2000, seed=seed):
+            found = NORMALIZER.identifiers(r.email, r.phone)
+            values |= {v for v in (found.email, found.phone) if v is not None}
+        return values
+
+    first, second, eleventh = identifiers(1), identifiers(2), identifiers(11)
+    assert first and not first & second and not first & eleventh and not second & eleventh
+
+
+def test_a_family_phone_links_two_to_four_emails() -> None:
+    stream = SyntheticStream(customers=400, events=20_000, seed=3, merge_rate=0.02)
+    emails_by_phone: dict[str, set[str]] = defaultdict(set)
+    for r in stream.records():
+        found = NORMALIZER.identifiers(r.email, r.phone)
+        if found.email is not None and found.phone in stream.family_phones:
+            emails_by_phone[found.phone].add(found.email)
+    sizes = Counter(len(emails) for emails in emails_by_phone.values())
+    assert max(sizes) <= 4, sizes
+    assert sum(n for size, n in sizes.items() if size >= 2) > len(emails_by_phone) / 2, sizes
+
+
 def test_invalid_rates_are_refused() -> None:
     with pytest.raises(ValueError):
         SyntheticStream(customers=10, events=10, merge_rate=1.5)
@@ -105,3 +129,17 @@ def test_generate_dry_run_writes_json_lines_to_stdout(capsys: pytest.CaptureFixt
     assert main(["generate", "--customers", "5", "--events", "4", "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [json.loads(line)["orderId"] for line in lines] == [f"ord-0-{i:09d}" for i in range(4)]
+
+
+def test_generate_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for default in (
+        "(default: 1000)",
+        "(default: 10000)",
+        "(default: 0)",
+        "(default: 0.02)",
+        "(default: 0.05)",
+    ):
+        assert default in text

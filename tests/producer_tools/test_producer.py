@@ -10,7 +10,7 @@ from consumer.normalize import MissingIdentifiers
 from consumer.worker.decode import decode
 from producer_tools import CheckoutProducer, synthetic_records
 from producer_tools.cli import main
-from tests.producer_tools.conftest import consume
+from tests.support.kafka import consume
 
 TIME = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
 

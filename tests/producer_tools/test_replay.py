@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from producer_tools.cli import main
-from tests.producer_tools.conftest import consume
+from tests.support.kafka import consume
 
 SECRET = "hidden.person@example.com"
 

@@ -13,7 +13,7 @@ from confluent_kafka import Producer
 
 from producer_tools.cli import main
 from producer_tools.tail import tail
-from tests.producer_tools.samples import story_events
+from tests.support.samples import story_events
 
 
 def _publish_story(bootstrap: str, resolved: str, merged: str) -> int:
@@ -52,6 +52,9 @@ def test_tail_cli_prints_one_readable_line_per_output_event(
     outcomes = sorted(line.split("outcome=")[1].split()[0] for line in lines if "outcome=" in line)
     assert outcomes == ["created_primary", "created_primary", "created_secondary", "matched", "merged"]
     assert any("emails=ada@example.com,bob@example.com phones=111,222,333" in line for line in lines)
+    # A matched event created no row: JSON's null, as in the event, not Python's None.
+    assert "contact=null" in next(line for line in lines if "outcome=matched" in line)
+    assert "None" not in result.stdout
 
 
 def test_tail_json_mode_and_dead_letters(kafka_bootstrap: str, new_topic: Callable[[], str]) -> None:

@@ -14,21 +14,13 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from consumer.contract import MERGED_TYPE, RESOLVED_TYPE
-from consumer.embedded import create_topics, free_port, start_broker
-from tests.relay.conftest import StartRelay
-from tests.relay.support import (
-    PARTITIONS,
-    SOURCE,
-    Output,
-    OutputReader,
-    Topics,
-    outbox_rows,
-    published,
-    reconcile_events,
-    synthetic_events,
-    unpublished,
-    wait_until,
-)
+from consumer.local.embedded import create_topics, free_port, start_broker
+from tests.support import SOURCE
+from tests.support.database import outbox_rows, published, reconcile_events, synthetic_events, unpublished
+from tests.support.kafka import Output, OutputReader
+from tests.support.polling import wait_until
+from tests.support.processes import StartService
+from tests.support.topics import OUTPUT_PARTITIONS, Topics
 
 LEADS = "relay is the leader"
 STANDS_BY = "relay standing by: another relay holds the lock"
@@ -60,7 +52,7 @@ def assert_matches_outbox(rows: list[tuple[Any, ...]], messages: list[Output], t
 
 
 def test_publishes_each_row_to_its_topic_with_key_payload_and_order(
-    db: psycopg.Connection[Any], start_relay: StartRelay, reader: OutputReader, topics: Topics
+    db: psycopg.Connection[Any], start_relay: StartService, reader: OutputReader, topics: Topics
 ) -> None:
     reconcile_events(db, synthetic_events(300), batch=50)
     rows = outbox_rows(db)
@@ -117,7 +109,7 @@ def test_a_row_committed_late_with_a_lower_id_is_still_published(
     db: psycopg.Connection[Any],
     database_url: str,
     hold_commits: None,
-    start_relay: StartRelay,
+    start_relay: StartService,
     reader: OutputReader,
     topics: Topics,
 ) -> None:
@@ -156,7 +148,7 @@ def test_a_row_committed_late_with_a_lower_id_is_still_published(
 
 
 def test_rows_of_one_key_go_out_in_commit_order_whatever_the_txids(
-    db: psycopg.Connection[Any], database_url: str, start_relay: StartRelay, reader: OutputReader
+    db: psycopg.Connection[Any], database_url: str, start_relay: StartService, reader: OutputReader
 ) -> None:
     # The core's shape: transaction B locks one primary (taking the smaller txid), then waits for key
     # 42's primary, locked by A; A writes key 42 and commits, then B does. An unrelated transaction
@@ -184,7 +176,7 @@ def test_rows_of_one_key_go_out_in_commit_order_whatever_the_txids(
 
 
 def test_only_the_leader_publishes_and_a_standby_takes_over_when_it_is_killed(
-    db: psycopg.Connection[Any], start_relay: StartRelay, reader: OutputReader, topics: Topics
+    db: psycopg.Connection[Any], start_relay: StartService, reader: OutputReader, topics: Topics
 ) -> None:
     leader = start_relay()
     wait_until(lambda: leader.logged(LEADS), what="a leader")
@@ -209,7 +201,7 @@ def test_only_the_leader_publishes_and_a_standby_takes_over_when_it_is_killed(
 def test_every_row_is_published_when_the_relay_is_killed_again_and_again(
     db: psycopg.Connection[Any],
     database_url: str,
-    start_relay: StartRelay,
+    start_relay: StartService,
     reader: OutputReader,
     topics: Topics,
 ) -> None:
@@ -242,7 +234,7 @@ def test_every_row_is_published_when_the_relay_is_killed_again_and_again(
 
 
 def test_pruning_deletes_only_published_rows_older_than_the_retention(
-    db: psycopg.Connection[Any], start_relay: StartRelay
+    db: psycopg.Connection[Any], start_relay: StartService
 ) -> None:
     reconcile_events(db, synthetic_events(60))
     relay = start_relay()
@@ -263,7 +255,7 @@ def test_pruning_deletes_only_published_rows_older_than_the_retention(
 
 
 def test_recovers_when_its_database_sessions_are_killed(
-    db: psycopg.Connection[Any], start_relay: StartRelay, reader: OutputReader, topics: Topics
+    db: psycopg.Connection[Any], start_relay: StartService, reader: OutputReader, topics: Topics
 ) -> None:
     relay = start_relay()
     wait_until(lambda: relay.logged(LEADS), what="a leader")
@@ -283,7 +275,7 @@ def test_recovers_when_its_database_sessions_are_killed(
 
 
 def test_keeps_retrying_while_the_broker_is_down_and_publishes_once_it_is_back(
-    db: psycopg.Connection[Any], relay_env: dict[str, str], start_relay: StartRelay, tmp_path: Path
+    db: psycopg.Connection[Any], start_relay: StartService, tmp_path: Path
 ) -> None:
     # A broker of this test's own, restarted on the same port: Tansu keeps nothing, so the restarted
     # broker knows neither the topics nor the relay's idempotent producer id.
@@ -306,7 +298,7 @@ def test_keeps_retrying_while_the_broker_is_down_and_publishes_once_it_is_back(
         wait_until(lambda: relay.logged("relay round failed, retrying"), what="a failed round")
         assert unpublished(db) > 0
         broker = start_broker(port, log=tmp_path / "tansu.log")
-        create_topics(bootstrap, {topics.resolved: PARTITIONS, topics.merged: PARTITIONS})
+        create_topics(bootstrap, {topics.resolved: OUTPUT_PARTITIONS, topics.merged: OUTPUT_PARTITIONS})
         wait_until(lambda: unpublished(db) == 0, timeout=60, what="rows published after the restart")
         assert relay.process.poll() is None
 

@@ -17,21 +17,19 @@ from typing import Any
 import psycopg
 import pytest
 
-from consumer.embedded import free_port, start_broker
-from tests.relay.support import OutputReader
-from tests.reliability.support import (
+from consumer.local.embedded import free_port, start_broker
+from tests.support.database import processed, unpublished
+from tests.support.kafka import OutputReader, Record, produce
+from tests.support.polling import wait_until
+from tests.support.stack import (
     Stack,
-    StackTopics,
     TcpProxy,
     overlapping_checkouts,
-    processed,
     record_figures,
-    unpublished,
     verify_database,
     verify_outputs,
-    wait_for,
 )
-from tests.worker.support import Record, produce
+from tests.support.topics import Topics
 
 # Longer than the session timeout (6 s): the broker may drop the worker from its group meanwhile.
 CUT_S = 8.0
@@ -65,7 +63,7 @@ def test_worker_and_relay_recover_from_a_cut_broker_link(
 ) -> None:
     bootstrap, proxy = proxied_bootstrap
     stack = Stack(
-        database_url, bootstrap, StackTopics.create(bootstrap, 2), tmp_path, env={"WORKER_BATCH_SIZE": "50"}
+        database_url, bootstrap, Topics.create(bootstrap, 2), tmp_path, env={"WORKER_BATCH_SIZE": "50"}
     )
     checkouts = overlapping_checkouts(3000, random.Random(8), emails=2000, phones=2000, prefix="cut")
     half = len(checkouts) // 2
@@ -74,7 +72,7 @@ def test_worker_and_relay_recover_from_a_cut_broker_link(
         stack.start("relay")
         produce(bootstrap, stack.topics.checkout, [c.record() for c in checkouts[:half]])
         # Cut early: the worker goes on with what it fetched, but cannot commit its offsets meanwhile.
-        wait_for(lambda: processed(database_url) >= 50, 60, "progress before the cut", 0.05)
+        wait_until(lambda: processed(database_url) >= 50, 60, "progress before the cut", 0.05)
 
         proxy.cut()
         cut_at = time.monotonic()
@@ -84,17 +82,17 @@ def test_worker_and_relay_recover_from_a_cut_broker_link(
         proxy.restore()
         restored = time.monotonic()
 
-        worker_recovery = wait_for(
+        worker_recovery = wait_until(
             lambda: processed(database_url) == len(checkouts), 120, "every event after the cut"
         )
-        relay_recovery = wait_for(lambda: unpublished(database_url) == 0, 120, "every outbox row published")
+        relay_recovery = wait_until(lambda: unpublished(database_url) == 0, 120, "every outbox row published")
         late.join(150)
         assert not late.is_alive()
         for service in stack.services:
             assert service.process.poll() is None, f"{service.log_path.name} died"
 
         figures = verify_database(database_url, checkouts)
-        reader = OutputReader(bootstrap, [stack.topics.outputs.resolved, stack.topics.outputs.merged])
+        reader = OutputReader(bootstrap, stack.topics.outputs)
         try:
             figures |= verify_outputs(reader, checkouts, database_url)
         finally:

@@ -13,22 +13,13 @@ from pathlib import Path
 
 import httpx
 
-from tests.api.conftest import api_server
-from tests.relay.support import OutputReader
-from tests.reliability.support import (
-    Stack,
-    StackTopics,
-    overlapping_checkouts,
-    processed,
-    record_figures,
-    scalar,
-    unpublished,
-    verify_database,
-    verify_outputs,
-    wait_for,
-)
-from tests.worker.support import produce
-from tests.worker.test_outage import RestartablePostgres
+from tests.support.database import processed, scalar, unpublished
+from tests.support.kafka import OutputReader, produce
+from tests.support.polling import wait_until
+from tests.support.processes import api_server
+from tests.support.services import RestartablePostgres
+from tests.support.stack import Stack, overlapping_checkouts, record_figures, verify_database, verify_outputs
+from tests.support.topics import Topics
 
 API_SOURCE = "identity-api"
 
@@ -93,32 +84,32 @@ def test_database_restart_while_events_flow_and_api_calls_arrive(
     stack = Stack(
         url,
         kafka_bootstrap,
-        StackTopics.create(kafka_bootstrap, 2),
+        Topics.create(kafka_bootstrap, 2),
         tmp_path,
         env={"WORKER_BATCH_SIZE": "50", "KAFKA_MAX_POLL_INTERVAL_MS": "7000"},
     )
     checkouts = overlapping_checkouts(2000, random.Random(6), emails=1500, phones=1500, prefix="pg")
     half = len(checkouts) // 2
-    reader = OutputReader(kafka_bootstrap, [stack.topics.outputs.resolved, stack.topics.outputs.merged])
+    reader = OutputReader(kafka_bootstrap, stack.topics.outputs)
     try:
         with api_server(url, tmp_path, env={"API_POOL_TIMEOUT_S": "1"}) as api:
             stack.start("worker")
             stack.start("relay")
             caller = ApiCaller(api.url)
             produce(kafka_bootstrap, stack.topics.checkout, [c.record() for c in checkouts[:half]])
-            wait_for(lambda: processed(url) == half, 60, "the events before the outage")
+            wait_until(lambda: processed(url) == half, 60, "the events before the outage")
 
             own_postgres.stop()
             down = time.monotonic()
             produce(kafka_bootstrap, stack.topics.checkout, [c.record() for c in checkouts[half:]])
-            wait_for(lambda: caller.count(503, down) >= 5, 60, "the API to answer 503")
-            wait_for(lambda: retried(stack, "worker") and retried(stack, "relay"), 60, "both to back off")
+            wait_until(lambda: caller.count(503, down) >= 5, 60, "the API to answer 503")
+            wait_until(lambda: retried(stack, "worker") and retried(stack, "relay"), 60, "both to back off")
             own_postgres.start()
             up = time.monotonic()
 
-            api_recovery = wait_for(lambda: caller.count(200, up) > 0, 60, "the API to answer 200 again")
-            worker_recovery = wait_for(lambda: processed(url) == len(checkouts), 120, "every event")
-            relay_recovery = wait_for(lambda: unpublished(url) == 0, 120, "every outbox row published")
+            api_recovery = wait_until(lambda: caller.count(200, up) > 0, 60, "the API to answer 200 again")
+            worker_recovery = wait_until(lambda: processed(url) == len(checkouts), 120, "every event")
+            relay_recovery = wait_until(lambda: unpublished(url) == 0, 120, "every outbox row published")
             caller.finish()
             assert {s for _, s in caller.statuses} <= {200, 503}
         for service in stack.services:

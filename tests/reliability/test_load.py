@@ -10,19 +10,11 @@ from pathlib import Path
 
 import httpx
 
-from tests.api.conftest import api_server
-from tests.relay.support import OutputReader
-from tests.reliability.support import (
-    Stack,
-    family_checkouts,
-    processed,
-    record_figures,
-    unpublished,
-    verify_database,
-    verify_outputs,
-    wait_for,
-)
-from tests.worker.support import produce
+from tests.support.database import processed, unpublished
+from tests.support.kafka import OutputReader, produce
+from tests.support.polling import wait_until
+from tests.support.processes import api_server
+from tests.support.stack import Stack, family_checkouts, record_figures, verify_database, verify_outputs
 
 EVENTS = 6000
 FAMILIES = 400
@@ -54,7 +46,7 @@ def test_worker_relay_and_api_together_under_overlapping_load(stack: Stack, tmp_
     api_pairs: list[tuple[str | None, str | None]] = []
     errors: list[str] = []
     url = stack.database_url
-    reader = OutputReader(stack.bootstrap, [stack.topics.outputs.resolved, stack.topics.outputs.merged])
+    reader = OutputReader(stack.bootstrap, stack.topics.outputs)
     try:
         with api_server(url, tmp_path) as api:
             produce(stack.bootstrap, stack.topics.checkout, [c.record() for c in checkouts])
@@ -63,7 +55,7 @@ def test_worker_relay_and_api_together_under_overlapping_load(stack: Stack, tmp_
             stack.start("worker", WORKER_BATCH_SIZE="100")
             stack.start("relay")
             # The calls race the workers' transactions on the same clusters.
-            wait_for(lambda: processed(url) > 0, 60, "the workers to start")
+            wait_until(lambda: processed(url) > 0, 60, "the workers to start")
             callers = [
                 threading.Thread(target=call_api, args=(api.url, seed, api_pairs, errors))
                 for seed in range(CALLERS)
@@ -73,8 +65,8 @@ def test_worker_relay_and_api_together_under_overlapping_load(stack: Stack, tmp_
             for caller in callers:
                 caller.join(180)
             overlap = processed(url)
-            wait_for(lambda: processed(url) == EVENTS, 180, "every event processed", 0.5)
-            wait_for(lambda: unpublished(url) == 0, 60, "every outbox row published")
+            wait_until(lambda: processed(url) == EVENTS, 180, "every event processed", 0.5)
+            wait_until(lambda: unpublished(url) == 0, 60, "every outbox row published")
             elapsed = round(time.monotonic() - started, 1)
         assert errors == []
         figures = verify_database(url, checkouts, api_pairs)

@@ -16,20 +16,11 @@ import time
 
 import pytest
 
-from tests.relay.support import OutputReader
-from tests.reliability.support import (
-    ROOT,
-    Stack,
-    overlapping_checkouts,
-    processed,
-    record_figures,
-    scalar,
-    unpublished,
-    verify_database,
-    verify_outputs,
-    wait_for,
-)
-from tests.worker.support import produce
+from tests.support import ROOT
+from tests.support.database import processed, scalar, unpublished
+from tests.support.kafka import OutputReader, produce
+from tests.support.polling import wait_until
+from tests.support.stack import Stack, overlapping_checkouts, record_figures, verify_database, verify_outputs
 
 
 def published_resolved(database_url: str) -> int:
@@ -60,7 +51,7 @@ def run_with_kills(stack: Stack, name: str, events: int, kills: int, timeout: fl
         victim = "worker" if k % 2 == 0 else "relay"
         # Somewhere inside the chunk; the exact moment is wherever the process is then.
         target = bounds[k] + rng.randrange(1, bounds[k + 1] - bounds[k])
-        wait_for(
+        wait_until(
             lambda victim=victim, target=target: progress[victim]() >= target,
             timeout,
             f"{victim} progress to {target} before kill {k} (seed {seed})",
@@ -74,10 +65,10 @@ def run_with_kills(stack: Stack, name: str, events: int, kills: int, timeout: fl
         produce(stack.bootstrap, stack.topics.checkout, chunks[k + 1])
         # Until the replacement makes progress: for a worker, mostly the broker's session timeout.
         resumed[victim].append(
-            wait_for(lambda v=victim, b=before: progress[v]() > b, timeout, f"{victim} to resume", 0.1)
+            wait_until(lambda v=victim, b=before: progress[v]() > b, timeout, f"{victim} to resume", 0.1)
         )
-    wait_for(lambda: processed(url) == events, timeout, f"every event processed (seed {seed})", 0.5)
-    wait_for(lambda: unpublished(url) == 0, timeout, f"every outbox row published (seed {seed})", 0.5)
+    wait_until(lambda: processed(url) == events, timeout, f"every event processed (seed {seed})", 0.5)
+    wait_until(lambda: unpublished(url) == 0, timeout, f"every outbox row published (seed {seed})", 0.5)
     elapsed = round(time.monotonic() - started, 1)
 
     figures = verify_database(url, checkouts)
@@ -90,7 +81,7 @@ def run_with_kills(stack: Stack, name: str, events: int, kills: int, timeout: fl
         timeout=120,
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    reader = OutputReader(stack.bootstrap, [stack.topics.outputs.resolved, stack.topics.outputs.merged])
+    reader = OutputReader(stack.bootstrap, stack.topics.outputs)
     try:
         figures |= verify_outputs(reader, checkouts, url)
     finally:

@@ -1,3 +1,9 @@
 from __future__ import annotations
 
-from tests.reliability.conftest import stack  # noqa: F401  (worker and relay processes of one test)
+import pytest
+
+
+@pytest.fixture
+def partitions() -> int:
+    """Four input partitions: several workers share them, and per-partition order is all Kafka keeps."""
+    return 4

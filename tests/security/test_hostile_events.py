@@ -22,9 +22,11 @@ from hypothesis import strategies as st
 
 from consumer.normalize import Normalizer
 from consumer.worker.decode import Reason, header_dict
-from tests.relay.support import Service
-from tests.reliability.support import Stack, StackTopics, record_figures, wait_for
-from tests.worker.support import STRUCTURED, envelope
+from tests.support.kafka import STRUCTURED, envelope
+from tests.support.polling import wait_until
+from tests.support.processes import Service
+from tests.support.stack import Stack, record_figures
+from tests.support.topics import Topics
 
 NORMALIZER = Normalizer()
 SQL = [
@@ -151,7 +153,7 @@ class DeadLetters:
 def hostile_stack(
     database_url: str, kafka_bootstrap: str, tmp_path: Path, db: psycopg.Connection[Any]
 ) -> Iterator[tuple[Stack, Service, DeadLetters]]:
-    stack = Stack(database_url, kafka_bootstrap, StackTopics.create(kafka_bootstrap, 1), tmp_path)
+    stack = Stack(database_url, kafka_bootstrap, Topics.create(kafka_bootstrap, 1), tmp_path)
     worker = stack.start("worker", WORKER_BATCH_SIZE="50")
     dead = DeadLetters(kafka_bootstrap, stack.topics.dlq)
     try:
@@ -225,7 +227,7 @@ def test_every_hostile_record_is_processed_or_dead_lettered_and_the_worker_goes_
                 o in letters or outcome(conn, r.idempotency_key) for r, o in zip(batch, offsets, strict=True)
             )
 
-        wait_for(settled, 60, "every record", interval=0.05)
+        wait_until(settled, 60, "every record", interval=0.05)
         for record, origin in zip(batch, offsets, strict=True):
             letter = dead.by_origin.get(origin)
             if letter is None:

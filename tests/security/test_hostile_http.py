@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.conftest import ApiServer, api_server
+from tests.support.processes import ApiServer, api_server
 
 REFUSED = [
     # (name, body, status, code, field)

@@ -18,11 +18,14 @@ import pytest
 from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tests.api.conftest import api_server
-from tests.fresh_database import fresh_database
-from tests.relay.support import OutputReader
-from tests.reliability.support import ROOT, Stack, StackTopics, processed, unpublished, wait_for
-from tests.worker.support import envelope, produce, structured
+from tests.support import ROOT
+from tests.support.database import processed, unpublished
+from tests.support.kafka import OutputReader, envelope, produce, structured
+from tests.support.polling import wait_until
+from tests.support.processes import api_server
+from tests.support.services import fresh_database
+from tests.support.stack import Stack
+from tests.support.topics import Topics
 
 DOC = ROOT / "docs" / "security.md"
 
@@ -81,8 +84,8 @@ def test_services_run_as_a_runtime_role_without_superuser_rights(
         with psycopg.connect(owner_url, autocommit=True) as conn:
             conn.execute(documented_grants(owner, app).encode())
 
-        stack = Stack(app_url, kafka_bootstrap, StackTopics.create(kafka_bootstrap, 2), tmp_path)
-        reader = OutputReader(kafka_bootstrap, [stack.topics.outputs.resolved, stack.topics.outputs.merged])
+        stack = Stack(app_url, kafka_bootstrap, Topics.create(kafka_bootstrap, 2), tmp_path)
+        reader = OutputReader(kafka_bootstrap, stack.topics.outputs)
         try:
             with api_server(app_url, tmp_path) as api:
                 stack.start("worker")
@@ -98,11 +101,11 @@ def test_services_run_as_a_runtime_role_without_superuser_rights(
                 assert answer.status_code == 200, answer.text
                 contact = answer.json()["contact"]["primaryContactId"]
                 assert httpx.get(f"{api.url}/contacts/{contact}", timeout=10).status_code == 200
-                wait_for(lambda: processed(app_url) == len(events), 60, "the events, as the runtime role")
-                wait_for(lambda: unpublished(app_url) == 0, 60, "the outbox published")
+                wait_until(lambda: processed(app_url) == len(events), 60, "the events, as the runtime role")
+                wait_until(lambda: unpublished(app_url) == 0, 60, "the outbox published")
                 # 3 resolved, 1 merged, 1 for the API call; the relay also pruned them (DELETE).
                 reader.read_until(lambda m: len({x.id for x in m}) >= 5)
-                wait_for(
+                wait_until(
                     lambda: any(s.logged("outbox pruned") for s in stack.services), 30, "the relay to prune"
                 )
             for service in stack.services:

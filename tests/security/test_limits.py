@@ -13,9 +13,11 @@ import psycopg
 import pytest
 
 from consumer.worker.decode import header_dict
-from tests.api.conftest import api_server
-from tests.reliability.support import Stack, StackTopics, wait_for
-from tests.worker.support import envelope, produce, read_topic, structured
+from tests.support.kafka import envelope, produce, read_topic, structured
+from tests.support.polling import wait_until
+from tests.support.processes import api_server
+from tests.support.stack import Stack
+from tests.support.topics import Topics
 
 LIMITS = {"EMAIL_VALIDATION": "true", "EMAIL_MAX_LENGTH": "40", "PHONE_MAX_LENGTH": "12"}
 
@@ -60,14 +62,14 @@ def test_the_api_accepts_what_is_within_the_limits(limited_api: Any) -> None:
 def test_the_worker_dead_letters_naming_the_field(
     database_url: str, kafka_bootstrap: str, tmp_path: Path, db: psycopg.Connection[Any]
 ) -> None:
-    stack = Stack(database_url, kafka_bootstrap, StackTopics.create(kafka_bootstrap, 1), tmp_path, env=LIMITS)
+    stack = Stack(database_url, kafka_bootstrap, Topics.create(kafka_bootstrap, 1), tmp_path, env=LIMITS)
     events = [envelope(f"lim-{uuid.uuid4().hex}", email, phone) for email, phone, *_ in REFUSED]
     valid = envelope("lim-valid", "Doc@HillValley.edu", "+1 555 0100")
     try:
         stack.start("worker")
         produce(kafka_bootstrap, stack.topics.checkout, [structured(e) for e in [*events, valid]])
         letters = read_topic(kafka_bootstrap, stack.topics.dlq, len(events))
-        wait_for(
+        wait_until(
             lambda: bool(db.execute("SELECT 1 FROM processed_event WHERE event_id = 'lim-valid'").fetchone()),
             30,
             "the valid event",

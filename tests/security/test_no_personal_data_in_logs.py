@@ -12,9 +12,11 @@ from pathlib import Path
 
 import httpx
 
-from tests.api.conftest import api_server
-from tests.reliability.support import Stack, processed, unpublished, wait_for
-from tests.worker.support import Record, envelope, produce, structured
+from tests.support.database import processed, unpublished
+from tests.support.kafka import Record, envelope, produce, structured
+from tests.support.polling import wait_until
+from tests.support.processes import api_server
+from tests.support.stack import Stack
 
 EMAILS = [
     "Lorraine.Baines@HillValley.edu",
@@ -83,9 +85,9 @@ def test_no_log_line_holds_personal_data(stack: Stack, tmp_path: Path) -> None:
             key = {"Idempotency-Key": "pii-call"}
             assert http.post("/identify", json={"email": e2}, headers=key).status_code == 200
             assert http.post("/identify", json={"email": e1}, headers=key).status_code == 409
-        wait_for(lambda: processed(stack.database_url) == 5, 60, "the good events")
-        wait_for(lambda: unpublished(stack.database_url) == 0, 60, "every output published")
-        wait_for(lambda: dead_letters(stack) == 5, 30, "the dead letters")
+        wait_until(lambda: processed(stack.database_url) == 5, 60, "the good events")
+        wait_until(lambda: unpublished(stack.database_url) == 0, 60, "every output published")
+        wait_until(lambda: dead_letters(stack) == 5, 30, "the dead letters")
     stack.close()
 
     logs = [*stack.logs(), *tmp_path.glob("api-*.log")]

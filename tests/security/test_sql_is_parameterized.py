@@ -9,9 +9,9 @@ constants in consumer/queries.py are plain literals themselves.
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT
+
 PACKAGE = ROOT / "consumer"
 EXECUTING = {"execute", "executemany", "copy"}
 

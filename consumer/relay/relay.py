@@ -31,10 +31,7 @@ whether it exited, crashed or lost its connection.
 from __future__ import annotations
 
 import collections
-import gc
-import logging
 import os
-import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -43,38 +40,27 @@ from typing import Any, LiteralString
 
 import psycopg
 import structlog
-from confluent_kafka import KafkaError, KafkaException, Producer
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from confluent_kafka import KafkaError, KafkaException
 from tenacity import (
     RetryCallState,
     Retrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_when_event_set,
     wait_exponential_jitter,
 )
 
-from consumer import queries
+from consumer import db, kafka, queries
 from consumer.config import Settings
 from consumer.contract import MERGED_TYPE, RESOLVED_TYPE
+from consumer.relay.metrics import BACKLOG, LATENCY, LEADER, PUBLISHED
 
 log = structlog.get_logger(__name__)
 
 CONTENT_TYPE = ("content-type", b"application/cloudevents+json")
 PRUNE_CHUNK = 5000
 
-PUBLISHED = Counter("identity_relay_published", "Outbox rows delivered to Kafka.", ["type"])
-BACKLOG = Gauge("identity_relay_outbox_backlog", "Outbox rows not published yet.")
-LATENCY = Histogram(
-    "identity_relay_publish_latency_seconds",
-    "From an outbox row's created_at to its successful delivery report.",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
-)
-LEADER = Gauge("identity_relay_leader", "1 while this process holds the relay lock.")
 
-_TRANSIENT = (psycopg.OperationalError, KafkaException)
-
-
-class PublishFailed(Exception):
+class PublishFailed(kafka.DeliveryFailed):
     """A delivery failed: the round stopped there and is retried from the oldest unpublished row."""
 
     def __init__(self, message: str, error: KafkaError) -> None:
@@ -100,7 +86,7 @@ class OutboxRelay:
         self._topics = {RESOLVED_TYPE: settings.resolved_topic, MERGED_TYPE: settings.merged_topic}
         self._lock_conn: psycopg.Connection[Any] | None = None
         self._conn: psycopg.Connection[Any] | None = None
-        self._producer: Any = None
+        self._producer: kafka.IdempotentProducer | None = None
         self._leader = False
         self._standing_by = False
         self._prune_at = 0.0
@@ -111,7 +97,7 @@ class OutboxRelay:
             while not self.stop.is_set():
                 # A fresh Retrying per step: the backoff grows over consecutive failures only.
                 Retrying(
-                    retry=retry_if_exception_type((*_TRANSIENT, PublishFailed)),
+                    retry=retry_if_exception(kafka.is_transient),
                     wait=wait_exponential_jitter(initial=0.2, max=self.settings.relay_retry_max_s),
                     stop=stop_when_event_set(self.stop),
                     sleep=self._sleep,
@@ -178,7 +164,9 @@ class OutboxRelay:
             raise PublishFailed(f"delivery of outbox row {rows[failed].id} failed: {error}", error)
         return len(rows)
 
-    def _produce(self, producer: Any, row: OutboxRow, reports: list[KafkaError | None], index: int) -> None:
+    def _produce(
+        self, producer: kafka.IdempotentProducer, row: OutboxRow, reports: list[KafkaError | None], index: int
+    ) -> None:
         topic = self._topics.get(row.event_type)
         if topic is None:
             raise ValueError(f"outbox row {row.id} has unknown event type {row.event_type!r}")
@@ -186,19 +174,7 @@ class OutboxRelay:
         def on_delivery(error: KafkaError | None, _message: object) -> None:
             reports[index] = error
 
-        while True:
-            try:
-                producer.produce(
-                    topic,
-                    key=row.key,
-                    value=row.payload,
-                    headers=[CONTENT_TYPE],
-                    on_delivery=on_delivery,
-                )
-                return
-            except BufferError:
-                # The local queue is full: serve delivery reports to make room.
-                producer.poll(0.1)
+        producer.produce(topic, row.payload, row.key, headers=[CONTENT_TYPE], on_delivery=on_delivery)
 
     def _prune_chunk(self, conn: psycopg.Connection[Any]) -> None:
         """Delete one chunk of old published rows; come back next step until a chunk comes back short."""
@@ -220,17 +196,7 @@ class OutboxRelay:
         return self._lock_conn, self._conn
 
     def _open(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(
-            self.settings.database_url,
-            autocommit=True,
-            application_name="identity-relay",
-            connect_timeout=5,
-            # Likewise on our side: a query on a dead connection fails instead of hanging.
-            keepalives=1,
-            keepalives_idle=10,
-            keepalives_interval=5,
-            keepalives_count=3,
-        )
+        return db.connect(self.settings, "identity-relay")
 
     def _disconnect(self) -> None:
         """Close both connections; closing the lock connection hands leadership to a standby."""
@@ -243,24 +209,14 @@ class OutboxRelay:
         self._leader = False
         LEADER.set(0)
 
-    def _get_producer(self) -> Any:
+    def _get_producer(self) -> kafka.IdempotentProducer:
         if self._producer is None:
-            self._producer = Producer(
-                {
-                    "bootstrap.servers": self.settings.kafka_bootstrap_servers,
-                    "client.id": "identity-relay",
-                    "enable.idempotence": True,
-                    "acks": "all",
-                    "linger.ms": 5,
-                    "message.timeout.ms": int(self.settings.relay_delivery_timeout_s * 1000),
-                    "error_cb": self._kafka_error,
-                    "logger": logging.getLogger("confluent_kafka"),
-                }
+            self._producer = kafka.IdempotentProducer(
+                self.settings.kafka_bootstrap_servers,
+                client_id="identity-relay",
+                delivery_timeout_s=self.settings.relay_delivery_timeout_s,
             )
         return self._producer
-
-    def _kafka_error(self, error: KafkaError) -> None:
-        log.warning("kafka client error", code=error.name(), reason=error.str(), fatal=error.fatal())
 
     def _failed(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
@@ -269,10 +225,9 @@ class OutboxRelay:
         kafka_error = error.error if isinstance(error, PublishFailed) else None
         if isinstance(error, KafkaException) and error.args:
             kafka_error = error.args[0]
-        if isinstance(kafka_error, KafkaError) and kafka_error.fatal():
-            # A fatal idempotent-producer error (a restarted broker that forgot our producer id, say)
-            # poisons the client for good: the next round builds a new one.
-            self._producer = None
+        if isinstance(kafka_error, KafkaError) and self._producer is not None:
+            # A fatal error seen in a delivery report: the next round's produce replaces the client.
+            self._producer.fail_fatally(kafka_error)
         log.warning(
             "relay round failed, retrying",
             error=type(error).__name__,
@@ -289,14 +244,3 @@ def _scalar(conn: psycopg.Connection[Any], statement: LiteralString) -> Any:
     row = conn.execute(statement).fetchone()
     assert row is not None
     return row[0]
-
-
-def run_relay(settings: Settings) -> int:
-    """`identity relay`: SIGTERM or SIGINT finishes the current round (flush, mark), then exits 0."""
-    relay = OutboxRelay(settings)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: relay.stop.set())
-    if settings.relay_metrics_port:
-        start_http_server(settings.relay_metrics_port)
-    gc.freeze()  # as the worker: full collections need not walk what lives as long as the process
-    return relay.run()

@@ -1,5 +1,5 @@
-"""Shared by the fault, load and security tests: the whole stack as real processes, checkout streams
-with the answer they must produce, a TCP proxy that can cut a link, and the figures a run measured."""
+"""The whole stack as real processes, checkout streams with the answer they must produce, a TCP proxy
+that can cut a link, and the figures a run measured (the end-to-end, fault, load and security tests)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import contextlib
 import json
 import random
 import threading
-import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,12 +17,13 @@ from typing import Any
 import psycopg
 
 from consumer.core import check_invariants
-from consumer.embedded import create_topics
-from tests.relay.support import OutputReader, Service
-from tests.relay.support import Topics as OutputTopics
-from tests.worker.support import SOURCE, Record, clusters, components, envelope, structured
+from tests.support import ROOT, SOURCE
+from tests.support.database import processed, scalar
+from tests.support.graph import clusters, components
+from tests.support.kafka import OutputReader, Record, envelope, structured
+from tests.support.processes import Service
+from tests.support.topics import Topics
 
-ROOT = Path(__file__).resolve().parents[2]
 FIGURES_DIR = ROOT / ".local" / "reliability"
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -83,35 +82,12 @@ def family_checkouts(count: int, rng: random.Random, *, families: int, prefix: s
 
 
 @dataclass
-class StackTopics:
-    checkout: str
-    dlq: str
-    group: str
-    outputs: OutputTopics
-
-    @classmethod
-    def create(cls, bootstrap: str, partitions: int) -> StackTopics:
-        tag = uuid.uuid4().hex[:8]
-        topics = cls(f"rel-{tag}.checkout", f"rel-{tag}.dlq", f"rel-{tag}", OutputTopics.create(bootstrap))
-        create_topics(bootstrap, {topics.checkout: partitions, topics.dlq: 1})
-        return topics
-
-    def env(self) -> dict[str, str]:
-        return {
-            "CHECKOUT_TOPIC": self.checkout,
-            "DLQ_TOPIC": self.dlq,
-            "KAFKA_GROUP_ID": self.group,
-            **self.outputs.env(),
-        }
-
-
-@dataclass
 class Stack:
     """Worker and relay processes of one test on one database and broker; `close()` kills them all."""
 
     database_url: str
     bootstrap: str
-    topics: StackTopics
+    topics: Topics
     log_dir: Path
     env: dict[str, str] = field(default_factory=dict)
     services: list[Service] = field(default_factory=list)
@@ -141,24 +117,7 @@ class Stack:
 
     def close(self) -> None:
         for service in self.services:
-            if service.process.poll() is None:
-                service.process.kill()
-                service.process.wait()
-
-
-def scalar(database_url: str, statement: str, params: tuple[object, ...] = ()) -> int:
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute(statement.encode(), params).fetchone()
-    assert row is not None
-    return int(row[0] or 0)
-
-
-def processed(database_url: str, source: str = SOURCE) -> int:
-    return scalar(database_url, "SELECT count(*) FROM processed_event WHERE source = %s", (source,))
-
-
-def unpublished(database_url: str) -> int:
-    return scalar(database_url, "SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            service.close()
 
 
 def verify_database(
@@ -279,13 +238,3 @@ class TcpProxy:
         self.cut()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
-
-
-def wait_for(condition: Any, timeout: float, what: str, interval: float = 0.2) -> float:
-    """Poll until `condition()` holds; return how long that took (a measured figure, never asserted)."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-    return round(time.monotonic() - start, 2)
