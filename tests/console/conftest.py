@@ -27,9 +27,9 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
 from consumer.core.reconcile import reconcile
-from consumer.embedded import free_port
-from tests.api.conftest import ApiServer, api_server
+from consumer.local.embedded import free_port
 from tests.core.helpers import at, request
+from tests.support.processes import ApiServer, api_server
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTEFACTS = ROOT / "test-artifacts" / "console"

@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
 from tests.console.conftest import Browser
-from tests.reliability.support import Stack, StackTopics
-from tests.worker.support import Record, envelope, produce, structured
+from tests.support.kafka import Record, envelope, produce, structured
+from tests.support.stack import Stack
 
 
 @pytest.fixture
-def worker(
-    database_url: str,
-    kafka_bootstrap: str,
-    worker_metrics_port: int,
-    tmp_path: Path,
-    db: psycopg.Connection[Any],
-) -> Iterator[Stack]:
+def worker(stack: Stack, worker_metrics_port: int) -> Stack:
     """A worker serving its metrics where the console looks; no relay, so the outbox backlog stays."""
-    stack = Stack(database_url, kafka_bootstrap, StackTopics.create(kafka_bootstrap, 1), tmp_path)
     stack.start("worker", WORKER_METRICS_PORT=str(worker_metrics_port))
-    yield stack
-    stack.close()
+    return stack
 
 
 def test_pipeline_health_shows_the_workers_figures_and_the_outbox(

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.api.conftest import ApiServer
 from tests.console.conftest import Browser
+from tests.support.processes import ApiServer
 
 TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
