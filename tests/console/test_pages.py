@@ -76,3 +76,31 @@ def test_every_page_needs_a_sign_in(browser: Browser, hillvalley: list[int]) -> 
         browser.open(path)
         browser.title_is("Sign in")
     browser.screenshot("sign-in", docs=True)
+
+
+UNLABELLED = """return [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+  .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())
+  .map(e => e.outerHTML)"""
+
+FIRST_FOCUSABLE = """return document.querySelector(
+  'a[href], button, input:not([type=hidden]), select, textarea, [tabindex]:not([tabindex="-1"])').className"""
+
+
+def test_every_page_fits_1280_px_and_labels_every_control(
+    browser: Browser, hillvalley: list[int], admin_key: str
+) -> None:
+    browser.sign_in(admin_key)
+    for path in (
+        "/console/search",
+        f"/console/identities/{hillvalley[0]}?from={hillvalley[0]}&to={hillvalley[1]}",
+        "/console/blocked-values",
+        "/console/erasure",
+        "/console/pipeline",
+    ):
+        browser.open(path)
+        browser.find("h1")
+        assert browser.script("return document.documentElement.scrollWidth") <= 1280, path
+        assert browser.script(UNLABELLED) == [], path
+        # Tab order is document order (no positive tabindex), and it starts with the skip link.
+        assert browser.script(FIRST_FOCUSABLE) == "skip", path
+        assert not browser.all("[tabindex]:not([tabindex='-1']):not([tabindex='0'])"), path
