@@ -113,9 +113,7 @@ class Settings(BaseSettings):
         description="signs the operator console's session cookie (unset: a random key per start, so a "
         "restart signs every operator out; set it for API processes on several hosts)",
     )
-    console_session_max_age_s: int = Field(
-        8 * 3600, ge=60, description="how long a console sign-in lasts"
-    )
+    console_session_max_age_s: int = Field(8 * 3600, ge=60, description="how long a console sign-in lasts")
     console_secure_cookie: bool = Field(
         False, description="send the console's session cookie over HTTPS only (set it behind TLS)"
     )

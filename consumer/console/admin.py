@@ -10,19 +10,20 @@ from functools import partial
 from typing import Annotated, Any, Literal
 
 import psycopg
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Form, Path, Query, Request
 from starlette.responses import Response
 
 from consumer.console import lifecycle
 from consumer.console.access import Operator
 from consumer.console.lifecycle import Effect, Kind, Pending, Reason
-from consumer.console.pages import lookup_value, redirect, render
+from consumer.console.pages import MAX_ID, lookup_value, redirect, render
 from consumer.console.session import Admin, CsrfChecked, database
 
 router = APIRouter()
 
 KindField = Annotated[Literal["email", "phone"], Form()]
 ValueField = Annotated[str, Form(max_length=512)]
+Id = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 @router.get("/blocked-values", name="blocked_values")
@@ -44,12 +45,12 @@ async def block(request: Request, operator: Admin, kind: KindField, value: Value
 
 
 @router.post("/blocked-values/{block_id}/preview", name="unblock_preview", dependencies=[CsrfChecked])
-async def unblock_preview(request: Request, operator: Admin, block_id: int) -> Response:
+async def unblock_preview(request: Request, operator: Admin, block_id: Id) -> Response:
     return await _unblock(request, operator, block_id, "unblock")
 
 
 @router.post("/blocked-values/{block_id}/remove", name="unblock", dependencies=[CsrfChecked])
-async def unblock(request: Request, operator: Admin, block_id: int) -> Response:
+async def unblock(request: Request, operator: Admin, block_id: Id) -> Response:
     return await _unblock(request, operator, block_id, "unblocked")
 
 
@@ -76,7 +77,7 @@ async def erase(request: Request, operator: Admin, kind: KindField, value: Value
 
 
 @router.get("/erasures/{request_id}", name="erasure_done")
-async def erasure_done(request: Request, _: Admin, request_id: int) -> Response:
+async def erasure_done(request: Request, _: Admin, request_id: Id) -> Response:
     work = partial(lifecycle.erasure_events, request_id=request_id)
     return await _page(request, "erasure_done.html", f"Erasure #{request_id}", work, request_id=request_id)
 

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
@@ -56,6 +57,7 @@ def create_console(api: FastAPI, settings: Settings) -> FastAPI:
     console.add_exception_handler(SignInRequired, _sign_in_required)
     console.add_exception_handler(Forbidden, _forbidden)
     console.add_exception_handler(pages.BadInput, _bad_input)
+    console.add_exception_handler(RequestValidationError, _bad_input)
     return console
 
 
@@ -77,7 +79,8 @@ async def _sign_in_required(request: Request, _: Exception) -> Response:
 
 
 async def _bad_input(request: Request, exc: Exception) -> Response:
-    return pages.render(request, "error.html", status=422, title="Not a valid value", message=str(exc))
+    message = str(exc) if isinstance(exc, pages.BadInput) else "a field or parameter is not valid"
+    return pages.render(request, "error.html", status=422, title="Not a valid value", message=message)
 
 
 async def _forbidden(request: Request, exc: Exception) -> Response:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 from functools import partial
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.templating import Jinja2Templates
 from starlette.responses import RedirectResponse, Response
 
@@ -19,10 +19,11 @@ from consumer.core.lookup import LookupKind, primary_of
 from consumer.normalize import IdentifierError, Normalizer
 
 router = APIRouter()
-templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+templates = Jinja2Templates(directory=FilePath(__file__).parent / "templates")
 templates.env.filters.update(mask=display.mask, when=display.when, age=display.age)
 
-ContactId = Annotated[int, Query(ge=1, le=2**63 - 1)]
+MAX_ID = 2**63 - 1
+ContactId = Annotated[int, Query(ge=1, le=MAX_ID)]
 
 
 class BadInput(ValueError):
@@ -96,7 +97,7 @@ async def search(
 
 def lookup_value(normalizer: Normalizer, kind: LookupKind, value: str) -> str | int:
     if kind == "contact":
-        if not value.strip().isdigit() or not 1 <= int(value) < 2**63:
+        if not value.strip().isdigit() or not 1 <= int(value) <= MAX_ID:
             raise BadInput("a contact id is a positive whole number")
         return int(value)
     try:
@@ -112,8 +113,8 @@ def lookup_value(normalizer: Normalizer, kind: LookupKind, value: str) -> str | 
 async def identity(
     request: Request,
     operator: Reader,
-    contact_id: int,
-    from_: Annotated[int | None, Query(alias="from", ge=1, le=2**63 - 1)] = None,
+    contact_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+    from_: Annotated[int | None, Query(alias="from", ge=1, le=MAX_ID)] = None,
     to: ContactId | None = None,
 ) -> Response:
     start = from_ or contact_id

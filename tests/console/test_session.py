@@ -73,3 +73,12 @@ def test_a_wrong_key_is_refused_in_the_browser(browser: Browser) -> None:
     browser.submit("main form button[type=submit]")
     assert browser.find("#sign-in-error").text == "enter an API key"
     assert browser.find("#api_key").get_attribute("aria-invalid") == "true"
+
+
+def test_bad_ids_get_a_page_not_an_error(http: httpx.Client, admin_key: str) -> None:
+    http.post("/sign-in", data={"api_key": admin_key, "csrf_token": csrf(http, "/sign-in")})
+    for path in ("/identities/0", f"/identities/{2**63}", "/identities/1?to=x"):
+        answer = http.get(path)
+        assert answer.status_code == 422, path
+        assert answer.headers["content-type"].startswith("text/html")
+    assert http.get("/identities/999").status_code == 404
