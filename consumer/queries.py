@@ -177,7 +177,13 @@ CONSOLE_IDENTITY_MERGES = """
 SELECT merged_at, source, source_event_id, surviving_primary_id, demoted_primary_ids
 FROM merge_log WHERE surviving_primary_id = ANY(%s::bigint[]) OR demoted_primary_ids && %s::bigint[]
 ORDER BY merged_at, id"""
-TABLE_EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
+CONSOLE_IDENTITY_SPLITS = """
+SELECT split_at, cause_type, cause_id, former_primary_id, primary_ids
+FROM split_log WHERE former_primary_id = ANY(%s::bigint[]) OR primary_ids && %s::bigint[]
+ORDER BY split_at, id"""
+CONSOLE_IDENTITY_BLOCKS = """
+SELECT created_at, id, kind, reason, added_by FROM blocked_value WHERE identity_id = ANY(%s::bigint[])
+ORDER BY created_at, id"""
 CONSOLE_RECENT_AUTO_BLOCKS = """
 SELECT kind, value, reason, identity_id, created_at FROM blocked_value
 WHERE reason IN ('fan_out', 'identity_cap') ORDER BY created_at DESC, id DESC LIMIT 10"""

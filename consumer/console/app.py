@@ -20,6 +20,7 @@ from consumer.config import Settings
 from consumer.console import admin, pages
 from consumer.console.pipeline import RateMeter
 from consumer.console.session import Forbidden, SignInRequired
+from consumer.core import Guardrails
 
 PREFIX = "/console"
 SESSION_COOKIE = "identity_console"
@@ -38,6 +39,7 @@ def create_console(api: FastAPI, settings: Settings) -> FastAPI:
     console.state.api = api
     console.state.settings = settings
     console.state.rate = RateMeter()
+    console.state.guardrails = Guardrails.of(settings)
     console.state.worker_metrics_url = (
         settings.console_worker_metrics_url or f"http://127.0.0.1:{settings.worker_metrics_port}/metrics"
     )

@@ -38,7 +38,7 @@ def link_label(link: Link) -> str:
 
 def graph(p: Picture, *, full_values: bool) -> dict[str, object]:
     """Nodes and edges for cytoscape.js; the full shared value only for an operator allowed to read it."""
-    on_path = {(link.a, link.b) for link in p.path or ()}
+    on_path = {link.key for link in p.path or ()}
     nodes = [
         {
             "data": {
@@ -54,13 +54,13 @@ def graph(p: Picture, *, full_values: bool) -> dict[str, object]:
     edges = [
         {
             "data": {
-                "id": f"{link.a}-{link.b}",
-                "source": str(link.b),
-                "target": str(link.a),
+                "id": link.key,
+                "source": str(link.a),
+                "target": str(link.b),
                 "label": link_label(link),
                 "full": f"{link.kind}: {link.value}" if full_values else None,
             },
-            "classes": "path" if (link.a, link.b) in on_path else "",
+            "classes": "path" if link.key in on_path else "",
         }
         for link in p.links
     ]

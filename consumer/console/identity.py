@@ -1,6 +1,7 @@
-"""The identity page's data: rows with provenance, the links between them, history, a path.
+"""The identity page's data: rows with provenance, the link graph between them, history, a path.
 
-Read through the core; this module only shapes it for the page and the graph drawing.
+Read through the core: the link graph is the core's (consumer/core/links.py, the very graph splits and
+`identity check` use), under the current blocklist; this module only shapes it for the page.
 """
 
 from __future__ import annotations
@@ -9,10 +10,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+import orjson
 import psycopg
 
 from consumer import queries
-from consumer.core import ContactView, contact_view
+from consumer.core import ContactView, Guardrails, contact_view
+from consumer.core.blocklist import Blocklist
+from consumer.core.links import Link as CoreLink
+from consumer.core.links import link_graph, path, spanning_tree, values_of
 
 LinkKind = Literal["email", "phone", "merge"]
 
@@ -21,7 +26,7 @@ LinkKind = Literal["email", "phone", "merge"]
 class Row:
     id: int
     email: str | None
-    phone: str | None
+    phone_number: str | None
     primary: bool
     created_at: datetime
     source: str
@@ -30,12 +35,17 @@ class Row:
 
 @dataclass(frozen=True, slots=True)
 class Link:
-    """Row `a` is linked to row `b` because they share `value` (for a merge: the email and the phone)."""
+    """Rows `a` and `b` are linked because they share `value` (for a merge: the email and the phone)."""
 
     a: int
     b: int
     kind: LinkKind
     value: str
+
+    @property
+    def key(self) -> str:
+        """The same for both directions: the id of its edge in the drawing."""
+        return f"{min(self.a, self.b)}-{max(self.a, self.b)}-{self.kind}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +59,19 @@ class Picture:
     view: ContactView
     rows: list[Row]
     links: list[Link]
+    """Every link of the identity's graph."""
+    tree: list[Link]
+    """For each row but the primary, the link that connects it (a spanning tree from the primary)."""
+    blocked: list[str]
+    """The blocked values its rows hold, as `kind value`."""
     history: list[HistoryItem]
     path: list[Link] | None
-    """The links from the `to` row to the `from` row, when a pair was asked for."""
+    """The links from the `from` row to the `to` row, when a pair was asked for."""
 
 
-def picture(conn: psycopg.Connection[Any], contact_id: int, to: int | None = None) -> Picture | None:
+def picture(
+    conn: psycopg.Connection[Any], contact_id: int, to: int | None, guardrails: Guardrails
+) -> Picture | None:
     """The identity holding `contact_id`, or None; with `to`, the path between the two rows."""
     view = contact_view(conn, contact_id)
     if view is None:
@@ -66,44 +83,49 @@ def picture(conn: psycopg.Connection[Any], contact_id: int, to: int | None = Non
         )
     ]
     ids = [row.id for row in rows]
-    links = _spanning_links(rows)
-    history = [
+    blocklist = Blocklist(conn, guardrails)
+    values = sorted({v for row in rows for v in values_of(row.email, row.phone_number)})
+    blocklist.prefetch(values)
+    adjacency = link_graph(rows, blocklist, _bridges(conn, rows))
+    links = [_link(a, b, why) for a, near in adjacency.items() for b, why in near if a < b]
+    tree = [_link(row, up[0], up[1]) for row, up in spanning_tree(adjacency, view.primary_id).items() if up]
+    steps = path(adjacency, contact_id, to) if to in ids else None
+    return Picture(
+        view,
+        rows,
+        links,
+        tree,
+        [f"{kind} {value}" for kind, value in values if blocklist(kind, value)],
+        _history(conn, ids),
+        None if steps is None else [_link(*step) for step in steps],
+    )
+
+
+def _bridges(conn: psycopg.Connection[Any], rows: list[Row]) -> list[tuple[str, str]]:
+    emails = sorted({r.email for r in rows if r.email is not None})
+    phones = sorted({r.phone_number for r in rows if r.phone_number is not None})
+    params = {"emails": orjson.dumps(emails).decode(), "phones": orjson.dumps(phones).decode()}
+    return [(email, phone) for email, phone in conn.execute(queries.MERGE_BRIDGES, params)]
+
+
+def _link(a: int, b: int, why: CoreLink) -> Link:
+    value = f"{why.email} {why.phone}" if why.kind == "merge" else why.email or why.phone or ""
+    return Link(a, b, why.kind, value)
+
+
+def _history(conn: psycopg.Connection[Any], ids: list[int]) -> list[HistoryItem]:
+    """Merges, splits and blocks that touched these rows, oldest first."""
+    items = [
         HistoryItem(at, f"merge: #{', #'.join(map(str, demoted))} joined #{surviving} ({source} {event})")
         for at, source, event, surviving, demoted in conn.execute(queries.CONSOLE_IDENTITY_MERGES, [ids, ids])
     ]
-    path = _path(links, contact_id, to) if to in ids else None
-    return Picture(view, rows, links, history, path)
-
-
-def _spanning_links(rows: list[Row]) -> list[Link]:
-    """Each row linked to the oldest row before it sharing a value, else (a merge of two known values,
-    which inserted no row) to the primary. Stand-in pending the explain core (rule 18)."""
-    links = []
-    for i, row in enumerate(rows[1:], 1):
-        earlier = rows[:i]
-        link = next(
-            (Link(row.id, o.id, "email", row.email) for o in earlier if row.email and o.email == row.email),
-            None,
-        ) or next(
-            (Link(row.id, o.id, "phone", row.phone) for o in earlier if row.phone and o.phone == row.phone),
-            None,
-        )
-        bridge = f"{row.email or ''} {row.phone or ''}".strip()
-        links.append(link or Link(row.id, rows[0].id, "merge", bridge))
-    return links
-
-
-def _path(links: list[Link], start: int, goal: int) -> list[Link] | None:
-    parent = {link.a: link for link in links}
-
-    def to_root(node: int) -> list[Link]:
-        chain = []
-        while node in parent:
-            chain.append(parent[node])
-            node = parent[node].b
-        return chain
-
-    up, down = to_root(start), to_root(goal)
-    shared = {link.a for link in up} & {link.a for link in down}
-    down = [link for link in down if link.a not in shared]
-    return [link for link in up if link.a not in shared] + down[::-1]
+    splits = conn.execute(queries.CONSOLE_IDENTITY_SPLITS, [ids, ids])
+    items += [
+        HistoryItem(at, f"split ({cause} #{cause_id}): #{former} became #{', #'.join(map(str, primaries))}")
+        for at, cause, cause_id, former, primaries in splits
+    ]
+    items += [
+        HistoryItem(at, f"{kind} blocked (block #{block_id}, {reason}, by {by})")
+        for at, block_id, kind, reason, by in conn.execute(queries.CONSOLE_IDENTITY_BLOCKS, [ids])
+    ]
+    return sorted(items, key=lambda item: item.at)

@@ -118,7 +118,8 @@ async def identity(
     to: ContactId | None = None,
 ) -> Response:
     start = from_ or contact_id
-    found = await database(request).run(partial(picture, contact_id=start, to=to))
+    work = partial(picture, contact_id=start, to=to, guardrails=request.app.state.guardrails)
+    found = await database(request).run(work)
     if found is None:
         message = "no live contact has this id"
         return render(request, "error.html", status=404, title="Not found", message=message)

@@ -72,9 +72,6 @@ def outbox_health(conn: psycopg.Connection[Any]) -> tuple[int, float | None]:
 
 
 def recent_auto_blocks(conn: psycopg.Connection[Any]) -> list[AutoBlock]:
-    # Pending the guardrails migration (blocked_value); until it lands there is nothing to show.
-    if conn.execute(queries.TABLE_EXISTS, ["blocked_value"]).fetchone() != (True,):
-        return []
     return [AutoBlock(*row) for row in conn.execute(queries.CONSOLE_RECENT_AUTO_BLOCKS)]
 
 
