@@ -198,6 +198,14 @@ FROM blocked_value AS b
 WHERE b.removed_at IS NULL AND (%(reason)s::text IS NULL OR b.reason = %(reason)s)
 ORDER BY b.created_at DESC, b.id DESC
 LIMIT 500"""
+CONSOLE_PRIMARIES_HOLDING = {
+    "email": """
+SELECT DISTINCT coalesce(linked_id, id) FROM contact WHERE deleted_at IS NULL AND email = %s ORDER BY 1""",
+    "phone": """
+SELECT DISTINCT coalesce(linked_id, id) FROM contact WHERE deleted_at IS NULL AND phone_number = %s
+ORDER BY 1""",
+}
+CONSOLE_BLOCK_VALUE = "SELECT kind, value FROM blocked_value WHERE id = %s AND removed_at IS NULL"
 CONSOLE_ERASURE_EVENTS = """
 SELECT event_type, payload::jsonb FROM outbox
 WHERE (event_type = 'identity.erased' AND (payload->'data'->>'erasureRequestId')::bigint = %(id)s)

@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from consumer.console import lifecycle
 from consumer.console.access import Operator
-from consumer.console.lifecycle import Effect, Kind, Pending, Reason
+from consumer.console.lifecycle import Effect, Kind, NotFound, Pending, Reason
 from consumer.console.pages import MAX_ID, lookup_value, redirect, render
 from consumer.console.session import Admin, CsrfChecked, database
 
@@ -68,7 +68,7 @@ async def erasure_preview(request: Request, operator: Admin, kind: KindField, va
 async def erase(request: Request, operator: Admin, kind: KindField, value: ValueField) -> Response:
     """Erase, then show the events by the request's id: the value itself is not shown again."""
     normalized = _normalized(request, kind, value)
-    work = partial(lifecycle.erase, kind=kind, value=normalized, by=operator.name, dry_run=False)
+    work = partial(lifecycle.erase, kind=kind, value=normalized, **_by(request, operator), dry_run=False)
     try:
         effect: Effect = await database(request).run(work)
     except Pending as exc:
@@ -101,7 +101,7 @@ async def _value_change(
 ) -> Response:
     """A block or an erasure of one value: previewed (rolled back) unless `action` says it is done."""
     normalized = _normalized(request, kind, value)
-    work = partial(change, kind=kind, value=normalized, by=operator.name, dry_run=action != "blocked")
+    work = partial(change, kind=kind, value=normalized, **_by(request, operator), dry_run=action != "blocked")
     title = _TITLES[action]
     return await _page(request, "effect.html", title, work, action=action, kind=kind, value=normalized)
 
@@ -109,8 +109,14 @@ async def _value_change(
 async def _unblock(
     request: Request, operator: Operator, block_id: int, action: Literal["unblock", "unblocked"]
 ) -> Response:
-    work = partial(lifecycle.unblock, block_id=block_id, by=operator.name, dry_run=action == "unblock")
+    dry_run = action == "unblock"
+    work = partial(lifecycle.unblock, block_id=block_id, **_by(request, operator), dry_run=dry_run)
     return await _page(request, "effect.html", _TITLES[action], work, action=action, block_id=block_id)
+
+
+def _by(request: Request, operator: Operator) -> dict[str, Any]:
+    """Who acts, and the guardrails they act under: what every change to the blocklist or the data takes."""
+    return {"by": operator.name, "guardrails": request.app.state.guardrails}
 
 
 def _normalized(request: Request, kind: Kind, value: str) -> str:
@@ -129,6 +135,8 @@ async def _page(request: Request, template: str, title: str, work: Work, **conte
         found = await database(request).run(work)
     except Pending as exc:
         return _pending(request, title, exc)
+    except NotFound as exc:
+        return render(request, "error.html", status=404, title=title, message=str(exc))
     return render(request, template, title=title, found=found, **context)
 
 

@@ -10,6 +10,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.middleware.sessions import SessionMiddleware
@@ -21,6 +22,8 @@ from consumer.console import admin, pages
 from consumer.console.pipeline import RateMeter
 from consumer.console.session import Forbidden, SignInRequired
 from consumer.core import Guardrails
+
+log = structlog.get_logger(__name__)
 
 PREFIX = "/console"
 SESSION_COOKIE = "identity_console"
@@ -60,6 +63,7 @@ def create_console(api: FastAPI, settings: Settings) -> FastAPI:
     console.add_exception_handler(Forbidden, _forbidden)
     console.add_exception_handler(pages.BadInput, _bad_input)
     console.add_exception_handler(RequestValidationError, _bad_input)
+    console.add_exception_handler(Exception, _internal_error)
     return console
 
 
@@ -78,6 +82,12 @@ async def _security_headers(request: Request, call_next: Handler) -> Response:
 
 async def _sign_in_required(request: Request, _: Exception) -> Response:
     return RedirectResponse(request.url_for("sign_in_form"), status_code=303)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("console error", error=type(exc).__name__)
+    message = "something went wrong on the server; the error is in the API's log"
+    return pages.render(request, "error.html", status=500, title="Server error", message=message)
 
 
 async def _bad_input(request: Request, exc: Exception) -> Response:

@@ -6,6 +6,7 @@ Read through the core: the link graph is the core's (consumer/core/links.py, the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -17,6 +18,7 @@ from consumer import queries
 from consumer.core import ContactView, Guardrails, contact_view
 from consumer.core.blocklist import Blocklist
 from consumer.core.links import Link as CoreLink
+from consumer.core.links import Row as LinkRow
 from consumer.core.links import link_graph, path, spanning_tree, values_of
 
 LinkKind = Literal["email", "phone", "merge"]
@@ -86,7 +88,7 @@ def picture(
     blocklist = Blocklist(conn, guardrails)
     values = sorted({v for row in rows for v in values_of(row.email, row.phone_number)})
     blocklist.prefetch(values)
-    adjacency = link_graph(rows, blocklist, _bridges(conn, rows))
+    adjacency = link_graph(rows, blocklist, bridges(conn, rows))
     links = [_link(a, b, why) for a, near in adjacency.items() for b, why in near if a < b]
     tree = [_link(row, up[0], up[1]) for row, up in spanning_tree(adjacency, view.primary_id).items() if up]
     steps = path(adjacency, contact_id, to) if to in ids else None
@@ -101,7 +103,8 @@ def picture(
     )
 
 
-def _bridges(conn: psycopg.Connection[Any], rows: list[Row]) -> list[tuple[str, str]]:
+def bridges(conn: psycopg.Connection[Any], rows: Sequence[LinkRow]) -> list[tuple[str, str]]:
+    """The recorded rule-7 merges between these rows' emails and phones: links no row holds."""
     emails = sorted({r.email for r in rows if r.email is not None})
     phones = sorted({r.phone_number for r in rows if r.phone_number is not None})
     params = {"emails": orjson.dumps(emails).decode(), "phones": orjson.dumps(phones).decode()}

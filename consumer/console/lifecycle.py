@@ -1,19 +1,25 @@
-"""Blocks, unblocks and erasures for the console, each with a dry run: the console's calls into the core.
+"""Blocks, unblocks and erasures for the console, each previewed first: the console's calls into the core.
 
-A preview runs the very same core call inside a transaction that is always rolled back, so it shows
-exactly what confirming would do (as of now) and changes nothing, publishes nothing.
+A block's or an unblock's preview applies rule 15 (or 16) to the identities holding the value on the
+core's own in-memory graph, under the blocklist as it would then be, and writes nothing: regrouping by
+the link graph's components splits them (a block) or joins them (an unblock) exactly as the core does.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
+import orjson
 import psycopg
 
 from consumer import queries
-from consumer.core import ContactView
+from consumer.console import identity
+from consumer.core import ContactView, Guardrails
+from consumer.core.blocklist import Blocklist
+from consumer.core.graph import Contact, IdentityGraph
+from consumer.core.links import components, link_graph
 
 Kind = Literal["email", "phone"]
 Reason = Literal["operator", "fan_out", "identity_cap", "builtin"]
@@ -22,6 +28,10 @@ REASONS: tuple[Reason, ...] = get_args(Reason)
 
 class Pending(Exception):
     """The core this needs has not landed in this build."""
+
+
+class NotFound(Exception):
+    """No such block (or it was removed already)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,15 +63,53 @@ def blocks(conn: psycopg.Connection[Any], reason: str | None) -> list[Block]:
     return [Block(*row) for row in conn.execute(queries.CONSOLE_BLOCKS, {"reason": reason})]
 
 
-def block(conn: psycopg.Connection[Any], kind: Kind, value: str, by: str, *, dry_run: bool) -> Effect:
+def block(
+    conn: psycopg.Connection[Any], kind: Kind, value: str, by: str, guardrails: Guardrails, *, dry_run: bool
+) -> Effect:
+    if dry_run:
+        return _regrouped(conn, kind, value, guardrails, blocked=True)
     raise Pending("blocking a value (rules 12 and 15)")
 
 
-def unblock(conn: psycopg.Connection[Any], block_id: int, by: str, *, dry_run: bool) -> Effect:
+def unblock(
+    conn: psycopg.Connection[Any], block_id: int, by: str, guardrails: Guardrails, *, dry_run: bool
+) -> Effect:
+    if dry_run:
+        row = conn.execute(queries.CONSOLE_BLOCK_VALUE, [block_id]).fetchone()
+        conn.rollback()
+        if row is None:
+            raise NotFound(f"no active block {block_id}")
+        kind, value = row
+        if value is None:  # erased: only its hash is kept, no row holds it
+            return Effect(block_id, (), ())
+        return _regrouped(conn, kind, value, guardrails, blocked=False)
     raise Pending("unblocking a value (rule 16)")
 
 
-def erase(conn: psycopg.Connection[Any], kind: Kind, value: str, by: str, *, dry_run: bool) -> Effect:
+def _regrouped(
+    conn: psycopg.Connection[Any], kind: Kind, value: str, guardrails: Guardrails, *, blocked: bool
+) -> Effect:
+    """The identities holding `value` now, and as they would be were it `blocked` or not."""
+    with conn.transaction():
+        primaries = [p for (p,) in conn.execute(queries.CONSOLE_PRIMARIES_HOLDING[kind], [value])]
+        loaded = conn.execute(queries.CLUSTERS_OF_PRIMARIES, [orjson.dumps(primaries).decode()])
+        rows = list({row[0]: Contact(*row) for row in loaded}.values())
+        bridges = identity.bridges(conn, rows)
+        blocklist = Blocklist(conn, guardrails)
+
+        def is_blocked(k: Kind, v: str) -> bool:
+            return blocked if (k, v) == (kind, value) else blocklist(k, v)
+
+        graph = IdentityGraph.of(rows)
+        before = tuple(graph.view(p) for p in primaries)
+        groups = components(rows, link_graph(rows, is_blocked, bridges))
+    graph.regroup(groups, datetime.now(UTC))
+    return Effect(None, before, tuple(graph.view(group[0].id) for group in groups))
+
+
+def erase(
+    conn: psycopg.Connection[Any], kind: Kind, value: str, by: str, guardrails: Guardrails, *, dry_run: bool
+) -> Effect:
     raise Pending("erasure (rule 17)")
 
 
