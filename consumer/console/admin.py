@@ -15,9 +15,10 @@ from starlette.responses import Response
 
 from consumer.console import lifecycle
 from consumer.console.access import Operator
-from consumer.console.lifecycle import Effect, Kind, NotFound, Pending, Reason
+from consumer.console.lifecycle import Effect, Kind, Pending, Reason
 from consumer.console.pages import MAX_ID, lookup_value, redirect, render
 from consumer.console.session import Admin, CsrfChecked, database
+from consumer.core.blocking import BlockRefused
 
 router = APIRouter()
 
@@ -135,8 +136,9 @@ async def _page(request: Request, template: str, title: str, work: Work, **conte
         found = await database(request).run(work)
     except Pending as exc:
         return _pending(request, title, exc)
-    except NotFound as exc:
-        return render(request, "error.html", status=404, title=title, message=str(exc))
+    except BlockRefused as exc:
+        status = 404 if exc.code == "not_found" else 409
+        return render(request, "error.html", status=status, title=title, message=str(exc))
     return render(request, template, title=title, found=found, **context)
 
 

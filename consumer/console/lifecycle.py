@@ -17,6 +17,7 @@ import psycopg
 from consumer import queries
 from consumer.console import identity
 from consumer.core import ContactView, Guardrails
+from consumer.core.blocking import BlockRefused, block_value, unblock_value
 from consumer.core.blocklist import Blocklist
 from consumer.core.graph import Contact, IdentityGraph
 from consumer.core.links import components, link_graph
@@ -28,10 +29,6 @@ REASONS: tuple[Reason, ...] = get_args(Reason)
 
 class Pending(Exception):
     """The core this needs has not landed in this build."""
-
-
-class NotFound(Exception):
-    """No such block (or it was removed already)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,24 +63,28 @@ def blocks(conn: psycopg.Connection[Any], reason: str | None) -> list[Block]:
 def block(
     conn: psycopg.Connection[Any], kind: Kind, value: str, by: str, guardrails: Guardrails, *, dry_run: bool
 ) -> Effect:
+    preview = _regrouped(conn, kind, value, guardrails, blocked=True)
     if dry_run:
-        return _regrouped(conn, kind, value, guardrails, blocked=True)
-    raise Pending("blocking a value (rules 12 and 15)")
+        return preview
+    done = block_value(conn, kind, value, guardrails, added_by=by)
+    return Effect(done.block_id, preview.before, tuple(v for split in done.splits for v in split.identities))
 
 
 def unblock(
     conn: psycopg.Connection[Any], block_id: int, by: str, guardrails: Guardrails, *, dry_run: bool
 ) -> Effect:
+    row = conn.execute(queries.CONSOLE_BLOCK_VALUE, [block_id]).fetchone()
+    conn.rollback()
+    if row is None:
+        raise BlockRefused("not_found", f"no active block {block_id}")
+    kind, value = row
+    # An erased value is kept only as its hash: no row holds it, nothing can merge.
+    erased = value is None
+    preview = Effect(block_id, (), ()) if erased else _regrouped(conn, kind, value, guardrails, blocked=False)
     if dry_run:
-        row = conn.execute(queries.CONSOLE_BLOCK_VALUE, [block_id]).fetchone()
-        conn.rollback()
-        if row is None:
-            raise NotFound(f"no active block {block_id}")
-        kind, value = row
-        if value is None:  # erased: only its hash is kept, no row holds it
-            return Effect(block_id, (), ())
-        return _regrouped(conn, kind, value, guardrails, blocked=False)
-    raise Pending("unblocking a value (rule 16)")
+        return preview
+    done = unblock_value(conn, block_id, guardrails, removed_by=by)
+    return Effect(block_id, preview.before, tuple(view for _, view in done.merges) or preview.before)
 
 
 def _regrouped(

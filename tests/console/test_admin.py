@@ -15,9 +15,6 @@ HUB_PHONE = "5550000"
 # Three customers typed the same call-centre phone: under rules 3-7 alone, one identity of three rows.
 HUB = [(f"caller{i}@hillvalley.edu", HUB_PHONE, f"2024-01-0{i + 1}") for i in range(3)]
 
-PENDING_GUARDRAILS = pytest.mark.xfail(
-    reason="pending: the guardrails core (block/unblock, rules 12-16) has not landed in main", strict=False
-)
 PENDING_ERASURE = pytest.mark.xfail(
     reason="pending: the erasure core (rule 17) has not landed in main", strict=False
 )
@@ -33,7 +30,8 @@ def hub(db: psycopg.Connection[Any]) -> list[int]:
 
 def graph_size(browser: Browser) -> tuple[int, int]:
     browser.wait.until(lambda d: d.execute_script("return Boolean(window.identityGraph)"))
-    return browser.script("return [identityGraph.nodes().length, identityGraph.edges().length]")  # type: ignore[no-any-return]
+    nodes, edges = browser.script("return [identityGraph.nodes().length, identityGraph.edges().length]")
+    return nodes, edges
 
 
 def test_a_block_preview_shows_the_split_and_changes_nothing(
@@ -55,7 +53,6 @@ def test_a_block_preview_shows_the_split_and_changes_nothing(
     assert db.execute("SELECT count(DISTINCT coalesce(linked_id, id)) FROM contact").fetchone() == (1,)
 
 
-@PENDING_GUARDRAILS
 def test_block_a_hub_value_then_unblock_it(browser: Browser, hub: list[int], admin_key: str) -> None:
     browser.sign_in(admin_key)
     browser.open(f"/console/identities/{hub[0]}")
