@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     checkout_topic: str = Field("checkout.events", description="input topic")
     resolved_topic: str = Field("identity.resolved", description="output topic for resolutions")
     merged_topic: str = Field("identity.merged", description="output topic for merges")
+    split_topic: str = Field("identity.split", description="output topic for splits (rule 15)")
+    erased_topic: str = Field("identity.erased", description="output topic for erasures (rule 17)")
     dlq_topic: str = Field("checkout.events.dlq", description="dead-letter topic")
     kafka_group_id: str = Field("identity-worker", description="the workers' consumer group")
     kafka_session_timeout_ms: int = Field(
@@ -163,6 +165,15 @@ class Settings(BaseSettings):
     def api_processes(self) -> int:
         """API_WORKERS, or what fits the machine."""
         return self.api_workers or min(available_cpus(), API_WORKERS_CAP)
+
+    def output_topics(self) -> dict[str, str]:
+        """The topic of each output event type (`consumer.contract`'s `*_TYPE`)."""
+        return {
+            "identity.resolved": self.resolved_topic,
+            "identity.merged": self.merged_topic,
+            "identity.split": self.split_topic,
+            "identity.erased": self.erased_topic,
+        }
 
 
 @lru_cache

@@ -18,6 +18,7 @@ from consumer.normalize import Normalizer
 RESOLVED_TYPE = "identity.resolved"
 MERGED_TYPE = "identity.merged"
 SPLIT_TYPE = "identity.split"
+ERASED_TYPE = "identity.erased"
 CHECKOUT_TYPE = "checkout.completed"
 
 

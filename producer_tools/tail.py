@@ -21,10 +21,8 @@ from consumer.config import Settings
 def topic_names(choices: Iterable[str], settings: Settings) -> list[str]:
     """Resolve aliases (`resolved`, `merged`, `dlq`, `checkout`) and the default topic names to settings."""
     aliases = {
-        "resolved": settings.resolved_topic,
-        "identity.resolved": settings.resolved_topic,
-        "merged": settings.merged_topic,
-        "identity.merged": settings.merged_topic,
+        **settings.output_topics(),
+        **{event_type.removeprefix("identity."): t for event_type, t in settings.output_topics().items()},
         "dlq": settings.dlq_topic,
         "checkout.events.dlq": settings.dlq_topic,
         "checkout": settings.checkout_topic,

@@ -58,8 +58,7 @@ def run_dev(settings: Settings, *, clean: bool = False, demo: bool = False) -> i
             broker.bootstrap_servers,
             {
                 settings.checkout_topic: settings.dev_checkout_partitions,
-                settings.resolved_topic: settings.dev_checkout_partitions,
-                settings.merged_topic: settings.dev_checkout_partitions,
+                **dict.fromkeys(settings.output_topics().values(), settings.dev_checkout_partitions),
                 settings.dlq_topic: 1,
             },
         )
@@ -138,7 +137,7 @@ def _announce(settings: Settings, database_url: str, bootstrap: str, api_url: st
     say("dev", f"Kafka       {bootstrap}  topics: {settings.checkout_topic} -> worker -> outbox -> relay ->")
     say(
         "dev",
-        f"            {settings.resolved_topic}, {settings.merged_topic}; dead letters: {settings.dlq_topic}",
+        f"            {', '.join(settings.output_topics().values())}; dead letters: {settings.dlq_topic}",
     )
     say("dev", f"API         {api_url}  (metrics at /metrics)")
     say("dev", f"console     {api_url}/console  (operator console: sign in with an API key)")

@@ -51,7 +51,6 @@ from tenacity import (
 
 from consumer import db, kafka, queries
 from consumer.config import Settings
-from consumer.contract import MERGED_TYPE, RESOLVED_TYPE
 from consumer.relay.metrics import BACKLOG, LATENCY, LEADER, PUBLISHED
 
 log = structlog.get_logger(__name__)
@@ -83,7 +82,7 @@ class OutboxRelay:
     def __init__(self, settings: Settings, stop: threading.Event | None = None) -> None:
         self.settings = settings
         self.stop = stop or threading.Event()
-        self._topics = {RESOLVED_TYPE: settings.resolved_topic, MERGED_TYPE: settings.merged_topic}
+        self._topics = settings.output_topics()
         self._lock_conn: psycopg.Connection[Any] | None = None
         self._conn: psycopg.Connection[Any] | None = None
         self._producer: kafka.IdempotentProducer | None = None

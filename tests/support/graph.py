@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from consumer.core import Guardrails
+
 
 def identifier_keys(email: object, phone: object) -> list[str]:
     """Emails and phones in one namespace ("e:..." and "p:..."), for union-finds over identifiers."""
@@ -34,6 +36,12 @@ class UnionFind:
         for key in list(self.parent):
             groups.setdefault(self.find(key), set()).add(key)
         return {frozenset(g) for g in groups.values()}
+
+
+# For tests that compare the identities with plain connected components of random pairs: limits
+# that the guardrails (rules 13-14) never reach, for the worker's environment and for check_invariants.
+UNGUARDED_ENV = {"MAX_LINKS_PER_VALUE": "1000000000", "MAX_IDENTIFIERS_PER_IDENTITY": "1000000000"}
+UNGUARDED = Guardrails(max_links_per_value=10**9, max_identifiers_per_identity=10**9)
 
 
 def components(pairs: Iterable[tuple[object, object]]) -> set[frozenset[str]]:

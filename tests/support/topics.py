@@ -18,6 +18,8 @@ class Topics:
     dlq: str
     resolved: str
     merged: str
+    split: str
+    erased: str
     group: str
     partitions: int
 
@@ -30,6 +32,8 @@ class Topics:
             f"{tag}.dlq",
             f"{tag}.identity.resolved",
             f"{tag}.identity.merged",
+            f"{tag}.identity.split",
+            f"{tag}.identity.erased",
             tag,
             partitions,
         )
@@ -38,15 +42,14 @@ class Topics:
             {
                 topics.checkout: partitions,
                 topics.dlq: 1,
-                topics.resolved: OUTPUT_PARTITIONS,
-                topics.merged: OUTPUT_PARTITIONS,
+                **dict.fromkeys(topics.outputs, OUTPUT_PARTITIONS),
             },
         )
         return topics
 
     @property
     def outputs(self) -> list[str]:
-        return [self.resolved, self.merged]
+        return [self.resolved, self.merged, self.split, self.erased]
 
     def env(self) -> dict[str, str]:
         return {
@@ -54,5 +57,7 @@ class Topics:
             "DLQ_TOPIC": self.dlq,
             "RESOLVED_TOPIC": self.resolved,
             "MERGED_TOPIC": self.merged,
+            "SPLIT_TOPIC": self.split,
+            "ERASED_TOPIC": self.erased,
             "KAFKA_GROUP_ID": self.group,
         }

@@ -19,7 +19,7 @@ from consumer.migrate import migrate
 from consumer.normalize import Normalizer
 from consumer.worker.decode import decode, header_dict
 from tests.support.database import processed, scalar, snapshot
-from tests.support.graph import clusters, components
+from tests.support.graph import UNGUARDED, UNGUARDED_ENV, clusters, components
 from tests.support.kafka import Record, binary, committed_offsets, envelope, produce, read_topic, structured
 from tests.support.metrics import samples, value
 from tests.support.polling import wait_until
@@ -211,8 +211,8 @@ def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_stop
 ) -> None:
     pairs = [(f"shopper{i % 150}@example.com", str(7000000 + i % 211)) for i in range(1200)]
     events = [structured(envelope(f"s{i}", email, phone)) for i, (email, phone) in enumerate(pairs)]
-    first = start_worker(WORKER_BATCH_SIZE="20")
-    second = start_worker(WORKER_BATCH_SIZE="20")
+    first = start_worker(WORKER_BATCH_SIZE="20", **UNGUARDED_ENV)
+    second = start_worker(WORKER_BATCH_SIZE="20", **UNGUARDED_ENV)
     wait_until(
         lambda: bool(first.owned()) and bool(second.owned()),
         60,
@@ -230,7 +230,7 @@ def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_stop
         events
     )
     with psycopg.connect(database_url) as conn:
-        assert check_invariants(conn) == []
+        assert check_invariants(conn, UNGUARDED) == []
     assert clusters(database_url) == components(pairs)
 
 
