@@ -100,6 +100,11 @@ class Browser:
     def all(self, css: str) -> list[WebElement]:
         return self.driver.find_elements(By.CSS_SELECTOR, css)
 
+    def text_of(self, element_id: str) -> str:
+        """An element's text read in one step: safe while htmx swaps the element for a fresh copy."""
+        text: str = self.script(f"return document.getElementById('{element_id}')?.innerText ?? ''")
+        return text
+
     def text(self) -> str:
         return self.driver.find_element(By.TAG_NAME, "body").text
 
