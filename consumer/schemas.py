@@ -18,11 +18,13 @@ from consumer.contract import (
     CHECKOUT_TYPE,
     MERGED_TYPE,
     RESOLVED_TYPE,
+    SPLIT_TYPE,
     CheckoutData,
     CloudEvent,
     IdentifyResponse,
     MergedData,
     ResolvedData,
+    SplitData,
 )
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "docs" / "schemas"
@@ -50,6 +52,13 @@ def schemas() -> dict[str, dict[str, Any]]:
             MergedData,
             "serialization",
             "One whenever a primary contact is demoted to secondary; keyed by the surviving primary id.",
+        ),
+        f"{SPLIT_TYPE}.json": _event(
+            SPLIT_TYPE,
+            SplitData,
+            "serialization",
+            "One per identity divided by a blocked value or an erasure (rule 15); keyed by the former "
+            "primary id.",
         ),
         "identify-response.json": _document(
             "identify-response.json",
