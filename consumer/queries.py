@@ -78,11 +78,11 @@ FROM jsonb_to_recordset(%s::jsonb)
 WHERE c.id = r.id"""
 INSERT_MERGES = """
 INSERT INTO merge_log (source, source_event_id, email, phone_number, surviving_primary_id,
-                       demoted_primary_ids, relinked_contact_ids, merged_at)
-SELECT source, source_event_id, email, phone_number, surviving_primary_id, demoted_primary_ids,
+                       merged_primary_ids, relinked_contact_ids, merged_at)
+SELECT source, source_event_id, email, phone_number, surviving_primary_id, merged_primary_ids,
        relinked_contact_ids, merged_at
 FROM jsonb_to_recordset(%s::jsonb) AS r(source text, source_event_id text, email text, phone_number text,
-     surviving_primary_id bigint, demoted_primary_ids bigint[], relinked_contact_ids bigint[],
+     surviving_primary_id bigint, merged_primary_ids bigint[], relinked_contact_ids bigint[],
      merged_at timestamptz)"""
 INSERT_PROCESSED = """
 INSERT INTO processed_event (source, event_id, payload_hash, result)

@@ -39,3 +39,7 @@ CREATE INDEX split_log_former_idx ON split_log (former_primary_id);
 -- link, so splits look bridges up by value.
 CREATE INDEX merge_log_email_idx ON merge_log (email) WHERE email IS NOT NULL;
 CREATE INDEX merge_log_phone_idx ON merge_log (phone_number) WHERE phone_number IS NOT NULL;
+
+-- One name for one concept: the primaries a merge demoted are `mergedPrimaryIds` in identity.merged and
+-- `merged_primary_ids` in the code; the merge log says the same.
+ALTER TABLE merge_log RENAME COLUMN demoted_primary_ids TO merged_primary_ids;

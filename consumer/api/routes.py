@@ -161,7 +161,7 @@ async def identify(
         log.info(
             "clusters merged",
             surviving_primary_id=resolution.merge.surviving_primary_id,
-            demoted_primary_ids=list(resolution.merge.merged_primary_ids),
+            merged_primary_ids=list(resolution.merge.merged_primary_ids),
         )
     headers = {REPLAYED_HEADER: "true"} if resolution.duplicate else None
     return json_response(_contact_body(resolution.contact), headers=headers)

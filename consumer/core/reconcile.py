@@ -452,7 +452,7 @@ class Transaction:
                 "email": bridge.email,
                 "phone_number": bridge.phone,
                 "surviving_primary_id": merge.surviving_primary_id,
-                "demoted_primary_ids": merge.merged_primary_ids,
+                "merged_primary_ids": merge.merged_primary_ids,
                 "relinked_contact_ids": merge.relinked_contact_ids,
                 "merged_at": self.now,
             }

@@ -85,7 +85,7 @@ def outbox(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
 def merge_log(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
     return table(
         conn,
-        "SELECT source, source_event_id, email, phone_number, surviving_primary_id, demoted_primary_ids,"
+        "SELECT source, source_event_id, email, phone_number, surviving_primary_id, merged_primary_ids,"
         " relinked_contact_ids FROM merge_log ORDER BY id",
     )
 

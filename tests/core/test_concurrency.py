@@ -249,7 +249,7 @@ def test_concurrent_crossed_bridges_merge_once(db: psycopg.Connection[Any], data
 
     run_concurrently(threads, work, database_url)
 
-    assert [(m["surviving_primary_id"], m["demoted_primary_ids"]) for m in merge_log(db)] == [(1, [2])]
+    assert [(m["surviving_primary_id"], m["merged_primary_ids"]) for m in merge_log(db)] == [(1, [2])]
     assert {row.id: row.linked_id for row in contacts(db)} == {1: None, 2: 1}
     assert check_invariants(db) == []
     db.rollback()

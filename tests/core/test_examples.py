@@ -148,7 +148,7 @@ def test_george_and_biff(db: psycopg.Connection[Any]) -> None:
             "email": GEORGE,
             "phone_number": "717171",
             "surviving_primary_id": 1,
-            "demoted_primary_ids": [2],
+            "merged_primary_ids": [2],
             "relinked_contact_ids": [],
         }
     ]

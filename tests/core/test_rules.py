@@ -198,7 +198,7 @@ def test_demoted_primary_secondaries_are_relinked_to_the_winner(db: psycopg.Conn
         )
     ]
     assert [
-        (m["surviving_primary_id"], m["demoted_primary_ids"], m["relinked_contact_ids"])
+        (m["surviving_primary_id"], m["merged_primary_ids"], m["relinked_contact_ids"])
         for m in merge_log(db)
     ] == [(1, [3], [4, 5])]
 
@@ -271,7 +271,7 @@ def test_late_older_event_takes_over_as_primary(db: psycopg.Connection[Any]) -> 
     ]
     assert outbox(db)[-2]["payload"]["data"]["outcome"] == "merged"
     assert [
-        (m["source_event_id"], m["surviving_primary_id"], m["demoted_primary_ids"]) for m in merge_log(db)
+        (m["source_event_id"], m["surviving_primary_id"], m["merged_primary_ids"]) for m in merge_log(db)
     ] == [("late", 3, [1])]
 
 

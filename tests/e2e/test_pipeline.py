@@ -175,7 +175,7 @@ def test_every_rule_end_to_end_with_the_exact_output_events(
         ("e8", DOC, "919191", a, "secondary", at["e8"]),
     ]
     merges = db.execute(
-        "SELECT source_event_id, surviving_primary_id, demoted_primary_ids, relinked_contact_ids"
+        "SELECT source_event_id, surviving_primary_id, merged_primary_ids, relinked_contact_ids"
         " FROM merge_log ORDER BY id"
     ).fetchall()
     assert merges == [
