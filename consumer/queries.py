@@ -174,8 +174,8 @@ SELECT id, email, phone_number, linked_id, created_at, source, source_event_id
 FROM contact WHERE deleted_at IS NULL AND coalesce(linked_id, id) = %s
 ORDER BY created_at, id"""
 CONSOLE_IDENTITY_MERGES = """
-SELECT merged_at, source, source_event_id, surviving_primary_id, demoted_primary_ids
-FROM merge_log WHERE surviving_primary_id = ANY(%s::bigint[]) OR demoted_primary_ids && %s::bigint[]
+SELECT merged_at, source, source_event_id, surviving_primary_id, merged_primary_ids
+FROM merge_log WHERE surviving_primary_id = ANY(%s::bigint[]) OR merged_primary_ids && %s::bigint[]
 ORDER BY merged_at, id"""
 CONSOLE_IDENTITY_SPLITS = """
 SELECT split_at, cause_type, cause_id, former_primary_id, primary_ids

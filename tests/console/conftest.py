@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from selenium import webdriver
@@ -172,6 +174,26 @@ def browser(
         page.screenshot("last")
     personal = [u for u in page.requested_urls() if "@" in u or any(p in u for _, p, _ in HILLVALLEY)]
     assert not personal, f"personal data in requested URLs: {personal}"
+
+
+TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture
+def http(console: ApiServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=console.url + "/console", timeout=10) as client:
+        yield client
+
+
+def csrf(http: httpx.Client, path: str) -> str:
+    match = TOKEN.search(http.get(path).text)
+    assert match is not None, f"no CSRF token on {path}"
+    return match.group(1)
+
+
+def signed_in(http: httpx.Client, api_key: str) -> httpx.Client:
+    http.post("/sign-in", data={"api_key": api_key, "csrf_token": csrf(http, "/sign-in")})
+    return http
 
 
 @pytest.fixture

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import psycopg
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions
 
-from tests.console.conftest import HILLVALLEY, Browser
+from consumer.core import reconcile
+from tests.console.conftest import HILLVALLEY, Browser, signed_in
+from tests.core.helpers import at, request
 
 
 def test_sign_in_then_search_the_worked_example_and_see_its_graph(
@@ -105,3 +108,20 @@ def test_every_page_fits_1280_px_and_labels_every_control(
         # Tab order is document order (no positive tabindex), and it starts with the skip link.
         assert browser.script(FIRST_FOCUSABLE) == "skip", path
         assert not browser.all("[tabindex]:not([tabindex='-1']):not([tabindex='0'])"), path
+
+
+def test_the_history_shows_the_merge_that_joined_two_customers(
+    http: httpx.Client, admin_key: str, db: psycopg.Connection[Any]
+) -> None:
+    story = [
+        ("george@hillvalley.edu", "919191", "2023-04-11"),
+        ("biffsucks@hillvalley.edu", "717171", "2023-04-21"),
+        ("george@hillvalley.edu", "717171", "2023-04-22"),
+    ]
+    george, biff, bridge = (
+        reconcile(db, request(email, phone, event=f"g-{i}", when=at(day))).contact_id
+        for i, (email, phone, day) in enumerate(story)
+    )
+    assert bridge is None, "both values were known: the merge inserted no row"
+    page = signed_in(http, admin_key).get(f"/identities/{george}").text
+    assert f"merge: #{biff} joined #{george}" in page

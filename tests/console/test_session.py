@@ -2,28 +2,9 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
-
 import httpx
-import pytest
 
-from tests.console.conftest import Browser
-from tests.support.processes import ApiServer
-
-TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-@pytest.fixture
-def http(console: ApiServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=console.url + "/console", timeout=10) as client:
-        yield client
-
-
-def csrf(http: httpx.Client, path: str) -> str:
-    match = TOKEN.search(http.get(path).text)
-    assert match is not None, f"no CSRF token on {path}"
-    return match.group(1)
+from tests.console.conftest import Browser, csrf
 
 
 def test_sign_in_refuses_a_form_without_the_sessions_csrf_token(http: httpx.Client, admin_key: str) -> None:
