@@ -9,11 +9,15 @@ ENV PYTHONUNBUFFERED=1 \
     MIGRATIONS_DIR=/app/sql
 
 WORKDIR /app
+# Every runtime dependency at the version and hash of requirements.lock (pip-compile, `make lock`):
+# the same image from the same commit. Its own layer, so a code change does not reinstall them.
+COPY requirements.lock ./
+RUN pip install --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY consumer ./consumer
 COPY producer_tools ./producer_tools
 COPY sql ./sql
-RUN pip install . \
+RUN pip install --no-deps . \
     && useradd --system --uid 10001 --no-create-home identity
 
 USER identity

@@ -34,6 +34,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser(
         "dlq-replay", add_help=False, help="send dead letters back to the input topic (--help for options)"
     )
+    health = _command(
+        commands,
+        "health",
+        "exit 0 if the worker's or relay's loop went round within --max-age seconds (a container health "
+        "check; it reads the process's metrics endpoint on this host)",
+    )
+    health.add_argument("component", choices=["worker", "relay"])
+    health.add_argument(
+        "--max-age", type=float, default=60.0, help="seconds since the last round (default: %(default)s)"
+    )
     api = _command(commands, "api", "serve POST /identify and the other routes with uvicorn")
     api.add_argument("--host", help="bind address (default: API_HOST)")
     api.add_argument("--port", type=int, help="port (default: API_PORT)")
@@ -77,6 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from consumer.relay import run_relay
 
         return run_relay(settings)
+    if command == "health":
+        from consumer.health import check_loop
+
+        return check_loop(settings, args.component, args.max_age)
     if command == "api":
         from consumer.api import run_api
 

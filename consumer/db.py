@@ -14,8 +14,16 @@ import psycopg
 
 from consumer.config import Settings
 
-# Probe after 10 s of silence, every 5 s, give up after 3 unanswered probes: dead within ~25 s.
-KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+# Probe after 10 s of silence, every 5 s, give up after 3 unanswered probes: an idle connection to a
+# vanished peer is dead within ~25 s. Data sent and never acknowledged (a query in flight when the peer
+# vanished) fails after tcp_user_timeout (ms) instead of ~15 minutes of retransmissions.
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
 # SQLSTATE classes meaning "the database cannot serve now, retry": connection exception, insufficient
 # resources, operator intervention (shutdown), system error (I/O), transaction rollback (deadlock after
 # the core's retries); and lock_not_available (a lock_timeout) and read_only_sql_transaction (a failover).

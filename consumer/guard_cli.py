@@ -30,21 +30,35 @@ def register(commands: Any) -> None:
     """Add the commands to `identity`'s subparsers; each sets its handler as `run`."""
     block = commands.add_parser("block", help="review, add and remove blocked values (docs/guardrails.md)")
     actions = block.add_subparsers(dest="action", required=True, metavar="ACTION")
-    add = actions.add_parser("add", help="block an email or a phone, splitting the identities it linked")
+    add = actions.add_parser(
+        "add",
+        help="block an email or a phone, splitting the identities it linked",
+        description="block an email or a phone, splitting the identities it linked",
+    )
     value = add.add_mutually_exclusive_group(required=True)
     value.add_argument("--email", help="the email to block (normalized as the API does)")
     value.add_argument("--phone", help="the phone number to block (normalized as the API does)")
     add.add_argument("--note", help="why, for the reviewers")
     add.set_defaults(run=_add)
-    remove = actions.add_parser("remove", help="remove a block, merging again the identities its value links")
+    remove = actions.add_parser(
+        "remove",
+        help="remove a block, merging again the identities its value links",
+        description="remove a block, merging again the identities its value links",
+    )
     remove.add_argument("block_id", type=int, metavar="ID", help="the block's id (see `identity block list`)")
     remove.set_defaults(run=_remove)
-    listing = actions.add_parser("list", help="the blocklist, oldest first")
+    listing = actions.add_parser(
+        "list", help="the blocklist, oldest first", description="the blocklist, oldest first"
+    )
     listing.add_argument("--reason", choices=["operator", "fan_out", "identity_cap", "builtin"])
     listing.add_argument("--all", action="store_true", help="also the removed blocks")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.set_defaults(run=_list)
-    guard = commands.add_parser("guard", help="apply the guardrails to data stored before them")
+    guard = commands.add_parser(
+        "guard",
+        help="apply the guardrails to data stored before them",
+        description="apply the guardrails to data stored before them",
+    )
     scans = guard.add_subparsers(dest="action", required=True, metavar="ACTION")
     scan = scans.add_parser(
         "scan",

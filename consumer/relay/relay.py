@@ -51,7 +51,7 @@ from tenacity import (
 
 from consumer import db, kafka, queries
 from consumer.config import Settings
-from consumer.relay.metrics import BACKLOG, LATENCY, LEADER, PUBLISHED
+from consumer.relay.metrics import BACKLOG, HEARTBEAT, LATENCY, LEADER, PUBLISHED
 
 log = structlog.get_logger(__name__)
 
@@ -109,6 +109,7 @@ class OutboxRelay:
         return 0
 
     def _step(self) -> None:
+        HEARTBEAT.set_to_current_time()
         lock_conn, conn = self._connect()
         if not self._leader and not self._take_lead(lock_conn):
             self._sleep(self.settings.relay_poll_interval_s)
@@ -236,6 +237,7 @@ class OutboxRelay:
         )
 
     def _sleep(self, seconds: float) -> None:
+        HEARTBEAT.set_to_current_time()  # waiting out a failure is alive too
         self.stop.wait(seconds)
 
 

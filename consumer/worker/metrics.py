@@ -36,3 +36,8 @@ BATCH_DURATION = Histogram(
     "Time from consuming a batch to storing its offsets, retries included.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+HEARTBEAT = Gauge(
+    "identity_worker_loop_heartbeat_timestamp_seconds",
+    "When the poll loop last went round (it does while waiting out an outage too); `identity health "
+    "worker` fails when it is stale.",
+)

@@ -106,6 +106,7 @@ class Worker:
         log.info("worker started", topic=settings.checkout_topic, group=settings.kafka_group_id)
         try:
             while not self._stopping:
+                metrics.HEARTBEAT.set_to_current_time()
                 messages = self._held or self._consumer.consume(
                     num_messages=settings.worker_batch_size, timeout=settings.worker_batch_timeout_s
                 )
@@ -227,6 +228,7 @@ class Worker:
             self._paused = True
         deadline = time.monotonic() + seconds
         while not self._stopping and (left := deadline - time.monotonic()) > 0:
+            metrics.HEARTBEAT.set_to_current_time()
             polled = self._consumer.consume(
                 num_messages=self._settings.worker_batch_size, timeout=min(left, 0.5)
             )

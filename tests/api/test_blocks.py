@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from consumer.contract import SplitData
-from tests.api.test_errors import error
+from tests.support.http import error
 
 DOC = {"email": "doc@hillvalley.edu", "phoneNumber": "555-0100"}
 MARTY = {"email": "marty@hillvalley.edu", "phoneNumber": "555-0100"}
@@ -62,7 +62,8 @@ def test_block_splits_and_unblock_merges_again(client: httpx.Client) -> None:
     (split,) = [SplitData.model_validate(s) for s in created["splits"]]
     assert [i.emails for i in split.identities] == [["doc@hillvalley.edu"], ["marty@hillvalley.edu"]]
     listed = client.get("/blocked-values").json()
-    assert [b["id"] for b in listed["items"]] == [created["block"]["id"]] and listed["next"] is None
+    assert [b["id"] for b in listed["items"]] == [created["block"]["id"]]
+    assert listed["next"] is None
 
     removed = client.delete(f"/blocked-values/{created['block']['id']}")
 

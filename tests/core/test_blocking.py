@@ -159,7 +159,8 @@ def test_guard_scan_splits_an_old_identity_of_10000_rows_in_one_transaction(
     assert [(kind, value, reason) for kind, value, reason, _ in dry.blocks] == [
         ("phone", "5550100", "fan_out")
     ]
-    assert list_blocks(db) == [] and len(identities(db)) == 1, "a dry run changes nothing"
+    assert list_blocks(db) == [], "a dry run changes nothing"
+    assert len(identities(db)) == 1, "a dry run changes nothing"
 
     scan = guard_scan(db, GUARD)
 

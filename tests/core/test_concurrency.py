@@ -290,7 +290,8 @@ def test_primary_demoted_while_waiting_for_its_lock(db: psycopg.Connection[Any],
         thread.join(30)
     (answer,) = answers
     assert (answer.outcome, answer.contact.primary_id) == (Outcome.MATCHED, 1)
-    assert answer.contact.emails == ("x@x.io", "y@x.io") and answer.contact.secondary_ids == (2,)
+    assert answer.contact.emails == ("x@x.io", "y@x.io")
+    assert answer.contact.secondary_ids == (2,)
 
 
 def test_batch_goes_on_around_an_identifier_locked_elsewhere(
@@ -305,7 +306,7 @@ def test_batch_goes_on_around_an_identifier_locked_elsewhere(
         request("d@x.io", "111", event="4"),  # shares 111 with the held input: keeps its order
         request("e@x.io", event="5"),
     ]
-    answers: list[list[Resolution | KeyConflict]] = []
+    answers: list[list[Result]] = []
     with psycopg.connect(database_url, autocommit=True) as holder, psycopg.connect(database_url) as conn:
         holder.execute("SELECT pg_advisory_lock(%s)", [lock_key("email", "b@x.io")])
         thread = start_until_it_waits(
@@ -335,7 +336,7 @@ def test_batch_goes_on_around_a_cluster_locked_elsewhere(
         request("b@x.io", "444", event="2"),
         request(None, "111", event="3"),  # cluster 1 again, through another identifier
     ]
-    answers: list[list[Resolution | KeyConflict]] = []
+    answers: list[list[Result]] = []
     with psycopg.connect(database_url) as holder, psycopg.connect(database_url) as conn:
         holder.execute("SELECT id FROM contact WHERE id = 1 FOR NO KEY UPDATE")
         thread = start_until_it_waits(
@@ -355,4 +356,5 @@ def test_batch_goes_on_around_a_cluster_locked_elsewhere(
         Outcome.MATCHED,
     ]
     last = results[2]
-    assert isinstance(last, Resolution) and last.contact.phone_numbers == ("111", "333")
+    assert isinstance(last, Resolution)
+    assert last.contact.phone_numbers == ("111", "333")

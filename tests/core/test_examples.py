@@ -118,7 +118,8 @@ def test_lorraine_and_mcfly(db: psycopg.Connection[Any]) -> None:
 def test_george_and_biff(db: psycopg.Connection[Any]) -> None:
     reconcile(db, request(GEORGE, "919191", event="e1", when=at("2023-04-11")))
     biff = reconcile(db, request(BIFF, "717171", event="e2", when=at("2023-04-21")))
-    assert biff.outcome is Outcome.CREATED_PRIMARY and biff.contact_id == 2
+    assert biff.outcome is Outcome.CREATED_PRIMARY
+    assert biff.contact_id == 2
     before = contacts(db)
 
     answer = reconcile(db, request(GEORGE, "717171", event="e3"))

@@ -281,7 +281,8 @@ class Model:
         if new:
             self.rows.append(row)
         if len(touched) > 1:
-            assert email is not None and phone is not None
+            assert email is not None
+            assert phone is not None
             self.bridges.append((email, phone))
         after = self.primaries()
         winner = after[created] if created is not None else after[matched[0]]

@@ -80,7 +80,8 @@ def test_new_value_on_a_match_creates_a_secondary(db: psycopg.Connection[Any]) -
     reconcile(db, request("a@x.io", "111", event="e1"))
     new_phone = reconcile(db, request("a@x.io", "222", event="e2"))
     new_email = reconcile(db, request("b@x.io", None, event="e3"))
-    assert new_phone.outcome is Outcome.CREATED_SECONDARY and new_phone.contact_id == 2
+    assert new_phone.outcome is Outcome.CREATED_SECONDARY
+    assert new_phone.contact_id == 2
     assert new_email.outcome is Outcome.CREATED_PRIMARY, "an email alone that matches nothing is new"
     only_email = reconcile(db, request("c@x.io", "222", event="e4"))
     assert only_email == Resolution(
@@ -148,7 +149,8 @@ def test_merge_keeps_the_older_cluster_whichever_side_it_is(db: psycopg.Connecti
 
     winner, loser = (1, 2) if older == "email" else (2, 1)
     assert answer.merge == Merge(winner, (loser,), ())
-    assert answer.outcome is Outcome.MERGED and answer.contact_id is None
+    assert answer.outcome is Outcome.MERGED
+    assert answer.contact_id is None
     first, second = (
         (("e@x.io", "111"), ("p@x.io", "222")) if older == "email" else (("p@x.io", "222"), ("e@x.io", "111"))
     )
@@ -198,8 +200,7 @@ def test_demoted_primary_secondaries_are_relinked_to_the_winner(db: psycopg.Conn
         )
     ]
     assert [
-        (m["surviving_primary_id"], m["merged_primary_ids"], m["relinked_contact_ids"])
-        for m in merge_log(db)
+        (m["surviving_primary_id"], m["merged_primary_ids"], m["relinked_contact_ids"]) for m in merge_log(db)
     ] == [(1, [3], [4, 5])]
 
 
@@ -358,7 +359,8 @@ def test_same_key_same_payload_is_a_duplicate_and_writes_nothing(db: psycopg.Con
 
     again = reconcile(db, request(" B@X.io ", "(111)", event="e2", when=at("2023-01-01"), order_id="o-2"))
 
-    assert again.duplicate and not first.duplicate
+    assert again.duplicate
+    assert not first.duplicate
     assert (again.outcome, again.contact_id, again.contact, again.merge) == (
         first.outcome,
         first.contact_id,
@@ -374,7 +376,8 @@ def test_duplicate_kept_answer_is_the_first_even_after_later_changes(db: psycopg
     first = reconcile(db, keyed)
     reconcile(db, request("b@x.io", "111", event="e2"))
     again = reconcile(db, keyed)
-    assert again.duplicate and again.contact == first.contact
+    assert again.duplicate
+    assert again.contact == first.contact
 
 
 def test_duplicate_event_answers_the_identity_as_it_is_now(db: psycopg.Connection[Any]) -> None:
@@ -382,8 +385,11 @@ def test_duplicate_event_answers_the_identity_as_it_is_now(db: psycopg.Connectio
     reconcile(db, request("a@x.io", "111", event="e1"))
     reconcile(db, request("b@x.io", "111", event="e2"))
     again = reconcile(db, request("a@x.io", "111", event="e1"))
-    assert again.duplicate and again.contact == ContactView(1, ("a@x.io", "b@x.io"), ("111",), (2,))
-    (stored,) = db.execute("SELECT result FROM processed_event WHERE event_id = 'e1'").fetchone() or ()
+    assert again.duplicate
+    assert again.contact == ContactView(1, ("a@x.io", "b@x.io"), ("111",), (2,))
+    row = db.execute("SELECT result FROM processed_event WHERE event_id = 'e1'").fetchone()
+    assert row is not None
+    (stored,) = row
     db.rollback()
     assert stored == {"outcome": "created_primary", "contactId": 1, "primaryId": 1, "merge": None}
 
@@ -401,7 +407,8 @@ def test_same_key_different_payload_is_rejected_and_writes_nothing(
     with pytest.raises(IdempotencyKeyReused) as info:
         reconcile(db, request(email, phone, event="e1", order_id=order_id))
     assert info.value.conflict == KeyConflict(SOURCE, "e1")
-    assert "a@x.io" not in str(info.value) and "111" not in str(info.value)
+    assert "a@x.io" not in str(info.value)
+    assert "111" not in str(info.value)
     assert reconcile_batch(db, [request(email, phone, event="e1", order_id=order_id)]) == [
         KeyConflict(SOURCE, "e1")
     ]
@@ -426,10 +433,11 @@ def test_duplicates_and_conflicts_inside_one_batch(db: psycopg.Connection[Any]) 
         ],
     )
     first, duplicate, conflict, second = results
-    assert (
-        isinstance(first, Resolution) and isinstance(duplicate, Resolution) and isinstance(second, Resolution)
-    )
-    assert duplicate.duplicate and duplicate.contact == first.contact
+    assert isinstance(first, Resolution)
+    assert isinstance(duplicate, Resolution)
+    assert isinstance(second, Resolution)
+    assert duplicate.duplicate
+    assert duplicate.contact == first.contact
     assert conflict == KeyConflict(SOURCE, "e1")
     assert second.outcome is Outcome.CREATED_SECONDARY
     assert counts(db) == {"contact": 2, "processed_event": 2, "merge_log": 0, "outbox": 2}

@@ -28,7 +28,8 @@ def test_the_demo_shows_only_the_output_events_of_its_own_events(stack: Stack, a
     run_demo(settings, stack.bootstrap, api.url, say=lines.append)
     output = "\n".join(lines)
 
-    assert "old" not in output and "None" not in output, output
+    assert "old" not in output, output
+    assert "None" not in output, output
     events = [line for line in lines if line.strip().startswith("identity.")]
     # Four new customers, then the purchase that merges George's and Biff's: five resolved, one merged.
     assert sorted(e.split()[0] for e in events) == ["identity.merged"] + ["identity.resolved"] * 5, output

@@ -46,7 +46,8 @@ def test_the_stream_has_the_requested_identity_structure() -> None:
     late = 0
     latest = records[0].time
     for r in records:
-        assert r.time is not None and latest is not None
+        assert r.time is not None
+        assert latest is not None
         late += r.time < latest
         latest = max(latest, r.time)
     assert 0.03 < late / len(records) < 0.07, "late arrivals, earlier than events already sent"
@@ -58,7 +59,8 @@ def test_the_stream_has_the_requested_identity_structure() -> None:
         if i.email is not None:
             emails_used[email_owner[i.email]].add(i.email)
     assert any(len(used) > 1 for used in emails_used.values()), "customers use several emails"
-    assert any(i.email is None for i in ids) and any(i.phone is None for i in ids)
+    assert any(i.email is None for i in ids)
+    assert any(i.phone is None for i in ids)
     assert any(r.email != i.email for r, i in zip(records, ids, strict=True)), "raw spellings vary"
 
 
@@ -71,7 +73,10 @@ def test_streams_of_different_seeds_share_no_email_or_phone() -> None:
         return values
 
     first, second, eleventh = identifiers(1), identifiers(2), identifiers(11)
-    assert first and not first & second and not first & eleventh and not second & eleventh
+    assert first
+    assert not first & second
+    assert not first & eleventh
+    assert not second & eleventh
 
 
 def test_a_family_phone_links_two_to_four_emails() -> None:
@@ -87,9 +92,9 @@ def test_a_family_phone_links_two_to_four_emails() -> None:
 
 
 def test_invalid_rates_are_refused() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="probabilities"):
         SyntheticStream(customers=10, events=10, merge_rate=1.5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="two households"):
         SyntheticStream(customers=1, events=10, merge_rate=0.1)
 
 

@@ -78,8 +78,10 @@ def test_tail_json_mode_and_dead_letters(kafka_bootstrap: str, new_topic: Callab
     out = io.StringIO()
     assert tail(kafka_bootstrap, [dlq], out, from_beginning=True, max_messages=1, dlq_topic=dlq) == 1
     line = out.getvalue().strip()
-    assert line.startswith(f"{dlq}[") and "@0 dead-letter key=k1 reason=undecodable" in line
-    assert "original=checkout.events/2/41" in line and "value is not UTF-8 JSON" in line
+    assert line.startswith(f"{dlq}[")
+    assert "@0 dead-letter key=k1 reason=undecodable" in line
+    assert "original=checkout.events/2/41" in line
+    assert "value is not UTF-8 JSON" in line
 
     out = io.StringIO()
     tail(kafka_bootstrap, [resolved, dlq], out, as_json=True, from_beginning=True, max_messages=2)
@@ -111,7 +113,8 @@ def test_tail_follows_new_messages_only(kafka_bootstrap: str, new_topic: Callabl
         if not follower.is_alive():
             break
     assert not follower.is_alive(), "tail printed nothing new"
-    assert " key=new " in out.getvalue() and " key=old " not in out.getvalue()
+    assert " key=new " in out.getvalue()
+    assert " key=old " not in out.getvalue()
 
 
 def test_tail_stops_after_an_idle_timeout(kafka_bootstrap: str, new_topic: Callable[[], str]) -> None:

@@ -142,7 +142,8 @@ def test_a_row_committed_late_with_a_lower_id_is_still_published(
     wait_until(lambda: unpublished(db) == 0, what="the late row published")
     rows = outbox_rows(db)
     late_rows = [row for row in rows if row[3]["data"]["sourceEventId"] == "late"]
-    assert late_rows and max(row[0] for row in late_rows) < min(row[0] for row in later)
+    assert late_rows
+    assert max(row[0] for row in late_rows) < min(row[0] for row in later)
     messages = reader.read_until(lambda m: len(m) >= len(rows))
     assert_matches_outbox(rows, messages, topics)
 

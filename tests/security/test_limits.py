@@ -82,6 +82,7 @@ def test_the_worker_dead_letters_naming_the_field(
         headers = header_dict(letter.headers())
         message = headers["error.message"].decode()
         assert headers["error.reason"] == b"invalid_identifier"
-        assert message.startswith(field) and all(word in message for word in words), message
+        assert message.startswith(field), message
+        assert all(word in message for word in words), message
         for value in (email, phone):
             assert value is None or value not in message

@@ -65,7 +65,8 @@ def test_the_query_module_holds_only_literals() -> None:
 def test_the_check_is_not_vacuous() -> None:
     def flagged(source: str) -> bool:
         call = ast.parse(source).body[0]
-        assert isinstance(call, ast.Expr) and isinstance(call.value, ast.Call)
+        assert isinstance(call, ast.Expr)
+        assert isinstance(call.value, ast.Call)
         return built_by_formatting(call.value.args[0])
 
     assert flagged("conn.execute(f\"SELECT * FROM contact WHERE email = '{email}'\")")

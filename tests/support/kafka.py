@@ -163,7 +163,9 @@ class Output:
     @classmethod
     def of(cls, message: Message) -> Output:
         topic, partition, key, value = message.topic(), message.partition(), message.key(), message.value()
-        assert topic is not None and partition is not None and value is not None
+        assert topic is not None
+        assert partition is not None
+        assert value is not None
         return cls(
             topic,
             partition,

@@ -184,11 +184,12 @@ def verify_outputs(reader: OutputReader, checkouts: list[Checkout], database_url
 
 
 class TcpProxy:
-    """A loopback TCP proxy in a thread of its own. `cut()` drops every connection and stops listening
-    (connections are refused, as from a host that is down) until `restore()` listens again."""
+    """A loopback TCP proxy in a thread of its own, to a TCP port or a unix socket (`target_socket`).
+    `cut()` drops every connection and stops listening (connections are refused, as from a host that is
+    down) until `restore()` listens again."""
 
-    def __init__(self, target_port: int, port: int) -> None:
-        self.target_port, self.port = target_port, port
+    def __init__(self, target_port: int | None, port: int, *, target_socket: str | None = None) -> None:
+        self.target_port, self.port, self.target_socket = target_port, port, target_socket
         self._writers: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
         self._loop = asyncio.new_event_loop()
@@ -213,7 +214,10 @@ class TcpProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+            if self.target_socket:
+                up_reader, up_writer = await asyncio.open_unix_connection(self.target_socket)
+            else:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
             writer.transport.abort()
             return

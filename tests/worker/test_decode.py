@@ -74,7 +74,8 @@ def test_absent_time_means_processing_time_and_naive_time_means_utc() -> None:
     assert request(json.dumps(naive).encode(), STRUCTURED).occurred_at == WHEN
     offset = envelope("ev-5", EMAIL) | {"time": "2024-05-01T14:30:00+02:00"}
     occurred = request(json.dumps(offset).encode(), STRUCTURED).occurred_at
-    assert occurred == WHEN and occurred.utcoffset() == timedelta(hours=2)
+    assert occurred == WHEN
+    assert occurred.utcoffset() == timedelta(hours=2)
     headers = [*binary(envelope("ev-6", EMAIL)).headers, ("ce_time", b"2024-05-01T12:30:00")]
     assert request(json.dumps({"email": EMAIL}).encode(), headers).occurred_at == WHEN
 

