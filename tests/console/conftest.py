@@ -84,6 +84,12 @@ def chrome() -> Iterator[webdriver.Chrome]:
         browser.quit()
 
 
+def performance_log(driver: webdriver.Chrome) -> list[dict[str, Any]]:
+    """Chrome's network log since the last call (reading it empties it)."""
+    entries: list[dict[str, Any]] = driver.get_log("performance")  # type: ignore[no-untyped-call]
+    return entries
+
+
 class Browser:
     """One test's view of the console: navigation helpers, waits on conditions, screenshots."""
 
@@ -154,7 +160,7 @@ class Browser:
     def requested_urls(self) -> list[str]:
         """Every URL the browser asked for since the last call (pages, scripts, htmx requests)."""
         urls = []
-        for entry in self.driver.get_log("performance"):
+        for entry in performance_log(self.driver):
             message = json.loads(entry["message"])["message"]
             if message.get("method") == "Network.requestWillBeSent":
                 urls.append(message["params"]["request"]["url"])
@@ -167,7 +173,7 @@ def browser(
 ) -> Iterator[Browser]:
     chrome.get(console.url + "/console/sign-in")
     chrome.delete_all_cookies()
-    chrome.get_log("performance")  # start this test's record afresh
+    performance_log(chrome)  # start this test's record afresh
     page = Browser(chrome, console.url, request.node.name)
     yield page
     with contextlib.suppress(WebDriverException):

@@ -44,7 +44,8 @@ def test_a_block_preview_shows_the_split_and_changes_nothing(
     browser.submit("main form.stack button[type=submit]")
     assert browser.find("#effect-h").text == "Blocking phone \u2022\u2022\u202200 would split 1 identity"
     now, afterwards = browser.all("#effect ul.views")
-    assert now.text.count("Identity #") == 1 and "(3 rows)" in now.text
+    assert now.text.count("Identity #") == 1
+    assert "(3 rows)" in now.text
     assert [li.text.split(":")[0] for li in afterwards.find_elements("css selector", "li")] == [
         f"Identity #{i}" for i in hub
     ]
@@ -95,6 +96,7 @@ def test_erase_with_a_preview(
     browser.find("#events")
     assert "/console/erasures/" in browser.driver.current_url
     events = browser.find("#events").text
-    assert "identity.erased" in events and "identity.split" in events
+    assert "identity.erased" in events
+    assert "identity.split" in events
     assert f"#{marty}" in events
     browser.screenshot("erasure-done", docs=True)

@@ -37,7 +37,8 @@ def test_pipeline_health_shows_the_workers_figures_and_the_outbox(
     browser.wait.until(lambda _: "undecodable" in browser.text_of("dead-letters"))
     assert browser.text_of("dead-letters").splitlines()[1:] == ["undecodable\t1"]
     backlog = db.execute("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetchone()
-    assert backlog is not None and backlog[0] >= 1
+    assert backlog is not None
+    assert backlog[0] >= 1
     browser.wait.until(lambda _: browser.text_of("outbox-backlog") == str(backlog[0]))
     # The worker reports its lag as it polls: it reaches 0 once both records are consumed.
     browser.wait.until(lambda _: browser.text_of("worker-lag") == "0")
@@ -60,5 +61,6 @@ def test_recent_automatic_blocks_and_an_unreachable_worker(
     assert browser.text_of("worker-lag") == "unreachable"
     assert "metrics endpoint does not answer" in browser.text()
     (block,) = browser.text_of("auto-blocks").splitlines()[1:]
-    assert "phone \u2022\u2022\u202299" in block and "fan_out" in block
+    assert "phone \u2022\u2022\u202299" in block
+    assert "fan_out" in block
     assert TILL_PHONE not in browser.text(), "values are masked"
