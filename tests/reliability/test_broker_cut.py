@@ -19,6 +19,7 @@ import pytest
 
 from consumer.local.embedded import free_port, start_broker
 from tests.support.database import processed, unpublished
+from tests.support.graph import UNGUARDED_ENV
 from tests.support.kafka import OutputReader, Record, produce
 from tests.support.polling import wait_until
 from tests.support.stack import (
@@ -63,7 +64,11 @@ def test_worker_and_relay_recover_from_a_cut_broker_link(
 ) -> None:
     bootstrap, proxy = proxied_bootstrap
     stack = Stack(
-        database_url, bootstrap, Topics.create(bootstrap, 2), tmp_path, env={"WORKER_BATCH_SIZE": "50"}
+        database_url,
+        bootstrap,
+        Topics.create(bootstrap, 2),
+        tmp_path,
+        env={"WORKER_BATCH_SIZE": "50", **UNGUARDED_ENV},
     )
     checkouts = overlapping_checkouts(3000, random.Random(8), emails=2000, phones=2000, prefix="cut")
     half = len(checkouts) // 2

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.database import processed, scalar, unpublished
+from tests.support.graph import UNGUARDED_ENV
 from tests.support.kafka import OutputReader, produce
 from tests.support.polling import wait_until
 from tests.support.processes import api_server
@@ -86,13 +87,13 @@ def test_database_restart_while_events_flow_and_api_calls_arrive(
         kafka_bootstrap,
         Topics.create(kafka_bootstrap, 2),
         tmp_path,
-        env={"WORKER_BATCH_SIZE": "50", "KAFKA_MAX_POLL_INTERVAL_MS": "7000"},
+        env={"WORKER_BATCH_SIZE": "50", "KAFKA_MAX_POLL_INTERVAL_MS": "7000", **UNGUARDED_ENV},
     )
     checkouts = overlapping_checkouts(2000, random.Random(6), emails=1500, phones=1500, prefix="pg")
     half = len(checkouts) // 2
     reader = OutputReader(kafka_bootstrap, stack.topics.outputs)
     try:
-        with api_server(url, tmp_path, env={"API_POOL_TIMEOUT_S": "1"}) as api:
+        with api_server(url, tmp_path, env={"API_POOL_TIMEOUT_S": "1", **UNGUARDED_ENV}) as api:
             stack.start("worker")
             stack.start("relay")
             caller = ApiCaller(api.url)

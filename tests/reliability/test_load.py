@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.database import processed, unpublished
+from tests.support.graph import UNGUARDED_ENV
 from tests.support.kafka import OutputReader, produce
 from tests.support.polling import wait_until
 from tests.support.processes import api_server
@@ -48,7 +49,7 @@ def test_worker_relay_and_api_together_under_overlapping_load(stack: Stack, tmp_
     url = stack.database_url
     reader = OutputReader(stack.bootstrap, stack.topics.outputs)
     try:
-        with api_server(url, tmp_path) as api:
+        with api_server(url, tmp_path, env=UNGUARDED_ENV) as api:
             produce(stack.bootstrap, stack.topics.checkout, [c.record() for c in checkouts])
             started = time.monotonic()
             stack.start("worker", WORKER_BATCH_SIZE="100")

@@ -74,11 +74,22 @@ def topics(kafka_bootstrap: str, partitions: int) -> Topics:
 
 
 @pytest.fixture
+def stack_env() -> dict[str, str]:
+    """Environment of every process of the test's stack; a directory may override it."""
+    return {}
+
+
+@pytest.fixture
 def stack(
-    database_url: str, kafka_bootstrap: str, topics: Topics, tmp_path: Path, db: psycopg.Connection[Any]
+    database_url: str,
+    kafka_bootstrap: str,
+    topics: Topics,
+    tmp_path: Path,
+    db: psycopg.Connection[Any],
+    stack_env: dict[str, str],
 ) -> Iterator[Stack]:
     """Worker and relay processes of this test on the emptied database; all are killed at the end."""
-    running = Stack(database_url, kafka_bootstrap, topics, tmp_path)
+    running = Stack(database_url, kafka_bootstrap, topics, tmp_path, env=stack_env)
     yield running
     running.close()
 
