@@ -215,3 +215,9 @@ def hillvalley(db: psycopg.Connection[Any]) -> list[int]:
 def admin_key() -> str:
     """Pending consumer/api/auth.py: any key is an operator with every scope until clients exist."""
     return "local-admin-key"
+
+
+@pytest.fixture
+def read_key() -> str:
+    """Pending consumer/api/auth.py, as `admin_key`: the key of a client with the read scope alone."""
+    return "local-read-key"
