@@ -1,5 +1,8 @@
 """Load test of POST /identify: `python -m bench.api_bench [--workers N] [--concurrency 16 64]`.
 
+Calls carry an API key, as the service ships (auth on); `--compare-auth-off` also runs each level
+against a second server with API_AUTH=off, right after, and prints what auth costs.
+
 Starts embedded PostgreSQL, applies the migrations, seeds existing customers (200,000 by default) and
 analyzes the tables, as a running shop's database would be, starts the API server process, then drives it
 with a realistic mix (60% new customers, 25% repeats, 10% new info on a known customer, 5% requests
@@ -22,18 +25,21 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import aiohttp
+import psutil
 import psycopg
 
+from consumer.clients import Scope, create_client
 from consumer.core import check_invariants
 from consumer.local.embedded import start_postgres
 from consumer.migrate import migrate
 from tests.support import FAST_POSTGRES
-from tests.support.processes import api_server
+from tests.support.processes import ApiServer, api_server
 
 # Existing customers, one row each. Without them (and ANALYZE) the planner would plan the first
 # minute's queries for an empty table, until autovacuum first analyzes it.
@@ -92,17 +98,23 @@ class ClientResult:
     cpu_s: float
 
 
-def run_client(url: str, concurrency: int, seconds: float, seed: int) -> ClientResult:
-    return asyncio.run(_client(url, concurrency, seconds, seed))
+def run_client(
+    url: str, concurrency: int, seconds: float, seed: int, headers: dict[str, str]
+) -> ClientResult:
+    return asyncio.run(_client(url, concurrency, seconds, seed, headers))
 
 
-async def _client(url: str, concurrency: int, seconds: float, seed: int) -> ClientResult:
+async def _client(
+    url: str, concurrency: int, seconds: float, seed: int, headers: dict[str, str]
+) -> ClientResult:
     workload = Workload(seed)
     latencies: list[float] = []
     errors = 0
     cpu_start = time.process_time()
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(30)) as http:
+    async with aiohttp.ClientSession(
+        url, connector=connector, timeout=aiohttp.ClientTimeout(30), headers=headers
+    ) as http:
         deadline = time.monotonic() + seconds
 
         async def loop() -> None:
@@ -119,35 +131,52 @@ async def _client(url: str, concurrency: int, seconds: float, seed: int) -> Clie
     return ClientResult(latencies, errors, time.process_time() - cpu_start)
 
 
+def server_cpu_s(pid: int) -> float:
+    """CPU time used so far by the API server: the uvicorn supervisor and its workers."""
+    parent = psutil.Process(pid)
+    return sum(sum(p.cpu_times()[:2]) for p in [parent, *parent.children(recursive=True)])
+
+
 @contextmanager
-def api_process(database_url: str, workers: int, pool_size: int, log_dir: Path) -> Iterator[str]:
-    env = {"API_POOL_MAX_SIZE": str(pool_size)}
-    with api_server(database_url, log_dir, workers=workers, env=env, ready="/readyz") as server:
-        yield server.url
+def api_process(
+    database_url: str, workers: int, pool_size: int, log_dir: Path, key: str, *, auth: bool = True
+) -> Iterator[ApiServer]:
+    env = {"API_POOL_MAX_SIZE": str(pool_size), "API_AUTH": "on" if auth else "off"}
+    if not auth:
+        env["LOG_LEVEL"] = "ERROR"  # not the auth-off warning of each worker
+    with api_server(database_url, log_dir, workers=workers, env=env, ready="/readyz", key=key) as server:
+        yield server
 
 
-def measure(url: str, concurrency: int, processes: int, seconds: float, seed: int) -> list[ClientResult]:
+def measure(
+    url: str, concurrency: int, processes: int, seconds: float, seed: int, headers: dict[str, str]
+) -> list[ClientResult]:
     shares = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
         jobs = [
-            pool.apply_async(run_client, (url, share, seconds, seed * 1000 + i))
+            pool.apply_async(run_client, (url, share, seconds, seed * 1000 + i, headers))
             for i, share in enumerate(shares)
         ]
         return [job.get() for job in jobs]
 
 
-def report(concurrency: int, results: Sequence[ClientResult], seconds: float) -> None:
+def report(
+    label: str, concurrency: int, results: Sequence[ClientResult], seconds: float, server_cpu_s: float
+) -> tuple[float, float, float]:
+    """Print one level's figures; returns its throughput, p99 and API CPU per request (seconds)."""
     latencies = sorted(latency for r in results for latency in r.latencies)
     errors = sum(r.errors for r in results)
     client_cpu = sum(r.cpu_s for r in results)
     quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
     print(
-        f"concurrency {concurrency:3d}: {len(latencies) / seconds:7.0f} req/s  "
+        f"{label:8s} concurrency {concurrency:3d}: {len(latencies) / seconds:7.0f} req/s  "
         f"p50 {quantiles[49] * 1000:6.1f} ms  p99 {quantiles[98] * 1000:6.1f} ms  "
         f"max {latencies[-1] * 1000:6.1f} ms  requests {len(latencies)}  errors {errors}  "
+        f"API CPU {server_cpu_s / len(latencies) * 1e6:4.0f} µs/request  "
         f"load-generator CPU {client_cpu / (seconds * (os.cpu_count() or 1)):4.0%} of the machine",
         flush=True,
     )
+    return len(latencies) / seconds, quantiles[98], server_cpu_s / len(latencies)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -163,6 +192,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--customers", type=int, default=200_000, help="existing customers (200,000)")
+    parser.add_argument(
+        "--compare-auth-off",
+        action="store_true",
+        help="also run each level against a server with API_AUTH=off, and print the ratio",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        choices=range(1, 11),
+        help="with --compare-auth-off: on-off-off-on rounds",
+    )
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="api-bench-") as workdir:
@@ -174,7 +215,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             with psycopg.connect(pg.url, autocommit=True) as conn:
                 conn.execute(SEED, [args.customers])
                 conn.execute("ANALYZE")
-            with api_process(pg.url, args.workers, args.pool_size, Path(workdir)) as url:
+                # A storefront's limit, high enough not to bind here: leases are part of what is measured.
+                key = create_client(conn, "bench", [Scope.IDENTIFY], rate_per_s=20_000, burst=40_000)
+            modes = {"auth on": {"Authorization": f"Bearer {key}"}}
+            with ExitStack() as servers:
+                start = partial(api_process, pg.url, args.workers, args.pool_size, Path(workdir), key)
+                servers_by_mode = {"auth on": servers.enter_context(start())}
+                if args.compare_auth_off:
+                    modes["auth off"] = {}
+                    servers_by_mode["auth off"] = servers.enter_context(start(auth=False))
                 print(
                     f"API workers {args.workers}, pool {args.pool_size}/worker, "
                     f"client processes {args.client_processes}, cores {os.cpu_count()}, "
@@ -182,11 +231,44 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"PostgreSQL {'durable' if args.durable else 'fsync off'}",
                     flush=True,
                 )
+                # Compared, the modes run on, off, off, on, `--rounds` times (each run with its own
+                # warm-up and identifiers): a load that drifts during the level weighs on both alike.
+                order = (
+                    ["auth on", "auth off", "auth off", "auth on"] * args.rounds
+                    if args.compare_auth_off
+                    else ["auth on"]
+                )
+                figures: dict[tuple[str, int], tuple[float, float, float]] = {}
                 for level, concurrency in enumerate(args.concurrency):
-                    seed = args.seed * 100 + level
-                    measure(url, concurrency, args.client_processes, args.warmup, seed)
-                    results = measure(url, concurrency, args.client_processes, args.seconds, seed + 50)
-                    report(concurrency, results, args.seconds)
+                    results: dict[str, list[ClientResult]] = {mode: [] for mode in modes}
+                    server_cpu = dict.fromkeys(modes, 0.0)
+                    for run, mode in enumerate(order):
+                        seed = args.seed * 1000 + level * 100 + run
+                        server, n = servers_by_mode[mode], args.client_processes
+                        measure(server.url, concurrency, n, args.warmup, seed, modes[mode])
+                        cpu_before = server_cpu_s(server.pid)
+                        results[mode] += measure(
+                            server.url, concurrency, n, args.seconds, seed + 50, modes[mode]
+                        )
+                        server_cpu[mode] += server_cpu_s(server.pid) - cpu_before
+                    for mode, runs in results.items():
+                        seconds = args.seconds * order.count(mode)
+                        figures[mode, concurrency] = report(
+                            mode, concurrency, runs, seconds, server_cpu[mode]
+                        )
+                if args.compare_auth_off:
+                    for concurrency in args.concurrency:
+                        (on, on_p99, on_cpu), (off, off_p99, off_cpu) = (
+                            figures["auth on", concurrency],
+                            figures["auth off", concurrency],
+                        )
+                        print(
+                            f"concurrency {concurrency:3d}: auth on / off = {on / off:.3f} in req/s "
+                            f"({(on / off - 1):+.1%}), p99 {on_p99 * 1000:.1f} / {off_p99 * 1000:.1f} ms, "
+                            f"API CPU {on_cpu * 1e6:.0f} / {off_cpu * 1e6:.0f} µs per request "
+                            f"({on_cpu / off_cpu - 1:+.1%})",
+                            flush=True,
+                        )
             with psycopg.connect(pg.url) as conn:
                 violations = check_invariants(conn)
                 contacts = conn.execute("SELECT count(*) FROM contact").fetchone()

@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from consumer import guard_cli
+from consumer import clients_cli, guard_cli
 from consumer.config import Settings, get_settings
 from consumer.logs import configure_logging
 
@@ -57,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dev.add_argument("--clean", action="store_true", help="start from an empty database")
     dev.add_argument("--demo", action="store_true", help="replay the hillvalley story and show the results")
     guard_cli.register(commands)
+    clients_cli.register(commands)
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "dlq-replay":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

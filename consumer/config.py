@@ -109,6 +109,27 @@ class Settings(BaseSettings):
         32, ge=1, le=1000, description="most concurrent `/identify` calls that share one transaction"
     )
     api_batch_drainers: int = Field(4, ge=1, description="transactions running at once per API process")
+    api_auth: bool = Field(
+        True,
+        description="`off`: every route is open to anyone, for local experiments only (a warning is logged)",
+    )
+    api_auth_cache_ttl_s: float = Field(
+        5.0,
+        ge=0,
+        description="how long an API process trusts a key it looked up: revocation takes effect within it",
+    )
+    api_rate_limit_per_s: float = Field(
+        200.0, gt=0, description="requests per second of a client without its own limit (token bucket refill)"
+    )
+    api_rate_limit_burst: int = Field(
+        400, ge=1, description="bucket size: requests a client may send at once"
+    )
+    api_auth_failures_per_s: float = Field(
+        0.5, gt=0, description="failed authentications per second a peer address may keep up; then 429"
+    )
+    api_auth_failure_burst: int = Field(
+        20, ge=1, description="failed authentications a peer may make at once"
+    )
 
     console_secret_key: str | None = Field(
         None,

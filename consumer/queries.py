@@ -271,3 +271,35 @@ CHECKS: dict[str, LiteralString] = {
         WHERE (link_precedence = 'primary') <> (linked_id IS NULL)
         ORDER BY id""",
 }
+
+# --- API clients, keys, rate limits and the audit log (sql/005) ---------------------------------------
+
+INSERT_CLIENT = """
+INSERT INTO api_client (name, scopes, rate_per_s, burst) VALUES (%s, %s, %s, %s)
+ON CONFLICT (name) DO NOTHING
+RETURNING id"""
+INSERT_KEY = "INSERT INTO api_key (key_id, client_id, key_hash) VALUES (%s, %s, %s)"
+ACTIVE_CLIENT_ID = "SELECT id FROM api_client WHERE name = %s AND revoked_at IS NULL FOR UPDATE"
+# A rotation: the client's current keys keep working for the grace period, then expire.
+EXPIRE_KEYS = """
+UPDATE api_key SET expires_at = least(coalesce(expires_at, 'infinity'), now() + %s * interval '1 second')
+WHERE client_id = %s"""
+REVOKE_CLIENT = "UPDATE api_client SET revoked_at = now() WHERE name = %s AND revoked_at IS NULL"
+LIST_CLIENTS = """
+SELECT c.name, c.scopes, c.rate_per_s, c.burst, c.created_at, c.revoked_at,
+       coalesce(array_agg(k.key_id ORDER BY k.created_at) FILTER (WHERE k.key_id IS NOT NULL
+                AND (k.expires_at IS NULL OR k.expires_at > now())), '{}')
+FROM api_client AS c LEFT JOIN api_key AS k ON k.client_id = c.id
+GROUP BY c.id ORDER BY c.name"""
+# Looked up by the key's public id; the caller compares the hash in constant time.
+FIND_KEY = """
+SELECT k.key_hash, k.expires_at, c.name, c.scopes, c.rate_per_s, c.burst, c.revoked_at IS NOT NULL
+FROM api_key AS k JOIN api_client AS c ON c.id = k.client_id
+WHERE k.key_id = %s"""
+TAKE_TOKENS = "SELECT granted, remaining FROM take_tokens(%s, %s, %s, %s)"
+INSERT_AUDIT = "INSERT INTO audit_log (client, action, ids) VALUES (%s, %s, %s)"
+READ_AUDIT = """
+SELECT at, client, action, ids FROM audit_log
+WHERE at >= coalesce(%(since)s::timestamptz, '-infinity')
+  AND (%(client)s::text IS NULL OR client = %(client)s)
+ORDER BY at, id"""

@@ -18,6 +18,7 @@ import tomllib
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -30,7 +31,8 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 SPEC = ROOT / "tests" / "data" / "compose-spec.json"
 APP_SERVICES = ("migrate", "worker", "relay", "api")
 LONG_RUNNING = ("postgres", "kafka", "worker", "relay", "api")
-ONE_SHOT = ("kafka-init", "migrate")
+ONE_SHOT = ("kafka-init", "db-init", "migrate", "db-grants", "clients-init")
+SECURITY_DOC = ROOT / "docs" / "security.md"
 # Read by consumer.migrate straight from the environment, not through Settings.
 _VARIABLE = re.compile(r"\$(?:(?P<escaped>\$)|\{(?P<name>\w+)(?::?-(?P<default>[^}]*))?\}|(?P<bare>\w+))")
 
@@ -98,7 +100,7 @@ def test_the_dockerfile_default_command_is_real() -> None:
 
 def test_images_are_pinned() -> None:
     pulled = {name: s["image"] for name, s in services().items() if "build" not in s}
-    assert set(pulled) == {"postgres", "kafka", "kafka-init"}
+    assert set(pulled) == {"postgres", "kafka", "kafka-init", "db-init", "db-grants"}
     for name, image in pulled.items():
         repository, _, tag = image.partition(":")
         assert tag, f"{name}: {image} is not pinned"
@@ -106,6 +108,7 @@ def test_images_are_pinned() -> None:
         if repository == "apache/kafka":
             assert re.fullmatch(r"\d+\.\d+\.\d+", tag), f"{name}: pin an exact Kafka version"
     assert pulled["kafka"] == pulled["kafka-init"], "the topic tool matches the broker"
+    assert pulled["postgres"] == pulled["db-init"] == pulled["db-grants"], "psql matches the server"
     (base,) = re.findall(r"^FROM (\S+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
     assert base == "python:3.11-slim"
 
@@ -166,13 +169,17 @@ def test_startup_order_health_checks_and_restart_policies() -> None:
         return {name: dep["condition"] for name, dep in s[service].get("depends_on", {}).items()}
 
     assert waits_for("kafka-init") == {"kafka": "service_healthy"}
-    assert waits_for("migrate") == {"postgres": "service_healthy"}
+    assert waits_for("db-init") == {"postgres": "service_healthy"}
+    assert waits_for("migrate") == {"db-init": "service_completed_successfully"}
+    assert (
+        waits_for("db-grants") == waits_for("clients-init") == {"migrate": "service_completed_successfully"}
+    )
     for service in ("worker", "relay"):
         assert waits_for(service) == {
-            "migrate": "service_completed_successfully",
+            "db-grants": "service_completed_successfully",
             "kafka-init": "service_completed_successfully",
         }
-    assert waits_for("api") == {"migrate": "service_completed_successfully"}
+    assert waits_for("api") == {"db-grants": "service_completed_successfully"}
     for service in LONG_RUNNING:
         assert "healthcheck" in s[service], service
         assert s[service]["restart"] == "unless-stopped", service
@@ -215,3 +222,51 @@ def test_the_image_installs_the_locked_hashed_dependencies() -> None:
 def test_worker_and_relay_health_checks_ask_the_loop_not_the_port() -> None:
     for service in ("worker", "relay"):
         assert services()[service]["healthcheck"]["test"] == ["CMD", "identity", "health", service]
+
+
+def test_each_service_connects_as_its_own_role_with_the_documented_grants() -> None:
+    users = {
+        name: urlsplit(services()[name]["environment"]["DATABASE_URL"]).username for name in APP_SERVICES
+    }
+    assert users == {
+        "migrate": "identity_owner",
+        "worker": "identity_worker",
+        "relay": "identity_relay",
+        "api": "identity_api",
+    }
+    assert services()["postgres"]["environment"]["POSTGRES_USER"] not in users.values()
+    assert services()["clients-init"]["environment"]["DATABASE_URL"].startswith(
+        "postgresql://identity_owner:"
+    )
+    (init,) = services()["db-init"]["command"]
+    assert set(re.findall(r"identity_\w+", init)) == set(users.values())
+    (grants,) = services()["db-grants"]["command"]
+    assert services()["db-grants"]["environment"]["PGUSER"] == "identity_owner"
+    (documented,) = re.findall(r"```sql\n(-- runtime role grants\n.*?)```", SECURITY_DOC.read_text(), re.S)
+    (applied,) = re.findall(r"<<'SQL'\n(.*?)SQL\n", grants, re.S)
+    assert applied == documented
+
+
+@pytest.mark.parametrize(("existing", "created"), [("", True), ("storefront\tidentify,read\n", False)])
+def test_clients_init_creates_the_first_client_once(tmp_path: Path, existing: str, created: bool) -> None:
+    """Run clients-init's real script with a stand-in `identity` that records its arguments."""
+    init = services()["clients-init"]
+    (script,) = init["command"]
+    calls = tmp_path / "calls.txt"
+    stand_in = tmp_path / "identity"
+    stand_in.write_text(
+        f'#!/bin/sh\necho "$*" >> {shlex.quote(str(calls))}\n'
+        f'[ "$2" = list ] && printf {shlex.quote(existing)}\n[ "$2" = create ] && echo idk_key\nexit 0\n'
+    )
+    stand_in.chmod(stand_in.stat().st_mode | stat.S_IEXEC)
+    env = {k: str(v) for k, v in init["environment"].items()} | {"PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    result = subprocess.run(
+        [*init["entrypoint"], script], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    expected = ["clients list"] + (["clients create storefront --scopes identify,read"] if created else [])
+    assert calls.read_text().splitlines() == expected
+    real = subprocess.run(
+        [sys.executable, "-m", "consumer", "clients", "create", "--help"], capture_output=True, cwd=ROOT
+    )
+    assert real.returncode == 0

@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from psycopg_pool import ConnectionPool
 
 from consumer import db
-from consumer.api import blocks, errors, metrics, routes
+from consumer.api import auth, blocks, errors, metrics, routes
 from consumer.api.batching import Reconciler
 from consumer.api.db import Database
 from consumer.config import Settings, get_settings
@@ -27,13 +27,16 @@ from consumer.normalize import Normalizer
 
 DESCRIPTION = """Links every email and phone number a buyer uses into one customer identity.
 
-Every error has the body `{"error": {"code": ..., "message": ..., "field": ...}}`; see docs/api.md."""
+Every route but `/healthz`, `/readyz` and `/metrics` needs an API key (`Authorization: Bearer <key>`)
+with the scope its security requirement names. Every error has the body
+`{"error": {"code": ..., "message": ..., "field": ...}}`; see docs/api.md."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     # Each uvicorn worker process builds its own app, so logging is configured here too.
     configure_logging(settings)
+    auth.warn_if_open(settings)
     normalizer = Normalizer.from_settings(settings)
     app = FastAPI(
         title="Identity reconciliation API",
@@ -52,9 +55,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(blocks.router)
     app.mount("/console", create_console(app, settings))
     app.add_middleware(metrics.MetricsMiddleware)
-    schemas = app.openapi()["components"]["schemas"]
-    schemas["IdentifyRequest"] = routes.identify_request_schema(normalizer)
-    schemas["BlockRequest"] = blocks.block_request_schema(normalizer)
+    openapi = app.openapi()
+    openapi["components"]["schemas"]["IdentifyRequest"] = routes.identify_request_schema(normalizer)
+    openapi["components"]["schemas"]["BlockRequest"] = blocks.block_request_schema(normalizer)
+    auth.document(openapi)
     return app
 
 
@@ -98,6 +102,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     app.state.database = database
     app.state.reconciler = reconciler
+    app.state.access = auth.AccessControl(settings, database)
     reconciler.start()
     # Everything allocated so far lives as long as the process: move it out of the collector's reach.
     # A full collection otherwise walks FastAPI's and pydantic's whole heap, a pause of tens of

@@ -11,10 +11,12 @@ from psycopg import Connection
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from consumer.api.auth import AdminClient
 from consumer.api.deps import DatabaseDep, GuardDep, NormalizerDep
 from consumer.api.errors import ApiError, responses
 from consumer.api.responses import json_response
 from consumer.api.routes import email_pattern, phone_pattern
+from consumer.audit import Action, audited
 from consumer.contract import ContactPayload, SplitData
 from consumer.core.blocking import (
     BlockedValue,
@@ -62,7 +64,7 @@ class Block(BaseModel):
     value: str | None = Field(description="The normalized value; null once it was erased (rule 17).")
     reason: Reason
     note: str | None = Field(description="The operator's reason, when one was given.")
-    addedBy: str = Field(description="The client that added it, or the rule (`rule:…`).")
+    addedBy: str = Field(description="The API client or CLI that added it, or the rule (`rule:…`).")
     identityId: int | None = Field(description="Primary contact id of the identity it was found in.")
     createdAt: str
     removedAt: str | None
@@ -98,6 +100,7 @@ class BlockRemoved(BaseModel):
     responses=responses(422, 503),
 )
 async def get_blocked_values(
+    client: AdminClient,
     database: DatabaseDep,
     reason: Annotated[
         Literal["operator", "fan_out", "identity_cap", "builtin"] | None,
@@ -106,7 +109,10 @@ async def get_blocked_values(
     after: Annotated[int, Query(ge=0, le=MAX_BLOCK_ID, description="The last id of the previous page.")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
-    page = await database.run(partial(list_blocks, reason=reason, after_id=after, limit=limit + 1))
+    work = partial(list_blocks, reason=reason, after_id=after, limit=limit + 1)
+    page = await database.run(
+        audited(work, client, Action.BLOCKLIST_READ, lambda p: [b.id for b in p[:limit]])
+    )
     more = len(page) > limit
     items = [_block(b) for b in page[:limit]]
     return json_response({"items": items, "next": page[limit - 1].id if more else None})
@@ -121,14 +127,16 @@ async def get_blocked_values(
     responses=responses(400, 409, 422, 503),
 )
 async def post_blocked_value(
-    body: BlockRequest, database: DatabaseDep, guard: GuardDep, normalizer: NormalizerDep
+    client: AdminClient, body: BlockRequest, database: DatabaseDep, guard: GuardDep, normalizer: NormalizerDep
 ) -> Response:
     if {"email", "phoneNumber"} <= body.model_fields_set:
         raise ApiError(422, "one_value", "a block names one value: give `email` or `phoneNumber`, not both")
     ids = normalizer.identifiers(body.email, body.phoneNumber)
     ((kind, value),) = values_of(ids.email, ids.phone)
-    work = partial(block_value, kind=kind, value=value, guard=guard, added_by="api", note=body.reason)
-    result: BlockResult = await database.run(_refusals(work))
+    work = partial(block_value, kind=kind, value=value, guard=guard, added_by=client.name, note=body.reason)
+    result: BlockResult = await database.run(
+        audited(_refusals(work), client, Action.BLOCK_ADD, lambda r: [r.block_id])
+    )
     (block,) = await database.run(partial(list_blocks, after_id=result.block_id - 1, limit=1))
     splits = [split_document(s) for s in result.splits]
     return json_response({"block": _block(block), "splits": splits}, 201)
@@ -142,10 +150,13 @@ async def post_blocked_value(
     responses=responses(404, 409, 422, 503),
 )
 async def delete_blocked_value(
-    block_id: Annotated[int, Path(ge=1, le=MAX_BLOCK_ID)], database: DatabaseDep, guard: GuardDep
+    client: AdminClient,
+    block_id: Annotated[int, Path(ge=1, le=MAX_BLOCK_ID)],
+    database: DatabaseDep,
+    guard: GuardDep,
 ) -> Response:
-    work = partial(unblock_value, block_id=block_id, guard=guard, removed_by="api")
-    result = await database.run(_refusals(work))
+    work = partial(unblock_value, block_id=block_id, guard=guard, removed_by=client.name)
+    result = await database.run(audited(_refusals(work), client, Action.BLOCK_REMOVE, lambda r: [r.block_id]))
     return json_response({"id": block_id, "merged": [_remerged(m, view) for m, view in result.merges]})
 
 

@@ -14,9 +14,12 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from consumer.api import metrics
+from consumer.api.auth import IdentifyClient, ReadClient
 from consumer.api.deps import DatabaseDep, IdentifiersBody, ReconcilerDep, SettingsDep
 from consumer.api.errors import ApiError, responses
 from consumer.api.responses import json_response
+from consumer.audit import Action, record_audit
+from consumer.clients import Client
 from consumer.contract import IdentifyResponse
 from consumer.core import ContactView, Request, contact_view
 from consumer.migrate import pending
@@ -48,7 +51,7 @@ IdempotencyKey = Annotated[
         min_length=1,
         max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
         description="Makes a retried call return the first answer without applying it twice. "
-        "Reusing a key with a different body is refused with 409.",
+        "Reusing a key with a different body is refused with 409. Keys are scoped per client.",
     ),
 ]
 
@@ -160,6 +163,7 @@ def identify_request_schema(normalizer: Normalizer) -> dict[str, Any]:
     },
 )
 async def identify(
+    client: IdentifyClient,
     identifiers: IdentifiersBody,
     reconciler: ReconcilerDep,
     settings: SettingsDep,
@@ -168,7 +172,8 @@ async def identify(
     request = Request(
         identifiers,
         source=settings.api_source,
-        event_id=idempotency_key or str(uuid.uuid4()),
+        # Scoped per client: two clients' "order-42" are two calls. Names cannot hold a '/'.
+        event_id=f"{client.name}/{idempotency_key}" if idempotency_key else str(uuid.uuid4()),
         occurred_at=None,
         publish_unchanged=False,
         # Without a key nobody can retry this call: no idempotency record to write.
@@ -196,9 +201,10 @@ async def identify(
 )
 async def get_contact(
     contact_id: Annotated[int, Path(ge=1, le=MAX_CONTACT_ID, description="Any contact id of the cluster.")],
+    client: ReadClient,
     database: DatabaseDep,
 ) -> Response:
-    view = await database.run(partial(contact_view, contact_id=contact_id))
+    view = await database.run(partial(_read_contact, contact_id=contact_id, client=client))
     if view is None:
         raise ApiError(404, "contact_not_found", "no live contact has this id", "contact_id")
     return json_response(_contact_body(view))
@@ -242,6 +248,14 @@ async def get_metrics(database: DatabaseDep) -> Response:
 
 def _contact_body(view: ContactView) -> dict[str, Any]:
     return {"contact": view.document()}
+
+
+def _read_contact(conn: psycopg.Connection[Any], *, contact_id: int, client: Client) -> ContactView | None:
+    with conn.transaction():
+        view = contact_view(conn, contact_id)
+        if view is not None:
+            record_audit(conn, client, Action.CONTACT_READ, [view.primary_id, *view.secondary_ids])
+    return view
 
 
 def _pending_versions(conn: psycopg.Connection[Any]) -> list[str]:

@@ -34,7 +34,9 @@ SOURCE = "urn:identity-dev:demo"
 WAIT_S = 60.0
 
 
-def run_demo(settings: Settings, bootstrap_servers: str, api_url: str, *, say: Callable[[str], None]) -> None:
+def run_demo(
+    settings: Settings, bootstrap_servers: str, api_url: str, api_key: str, *, say: Callable[[str], None]
+) -> None:
     normalizer = Normalizer.from_settings(settings)
     producer = kafka.IdempotentProducer(bootstrap_servers, client_id="identity-dev-demo")
     outputs = _Outputs(bootstrap_servers, [settings.resolved_topic, settings.merged_topic])
@@ -65,7 +67,7 @@ def run_demo(settings: Settings, bootstrap_servers: str, api_url: str, *, say: C
     finally:
         outputs.close()
     for body in ({"email": "mcfly@hillvalley.edu", "phoneNumber": "123456"}, {"phoneNumber": 717171}):
-        status, answer = _post(f"{api_url}/identify", body)
+        status, answer = _post(f"{api_url}/identify", body, api_key)
         say(f"POST /identify {orjson.dumps(body).decode()} -> {status}")
         say(f"  {answer.decode()}")
     say(f"see it in the operator console: {api_url}/console, search lorraine@hillvalley.edu")
@@ -119,10 +121,9 @@ class _Outputs:
         self._consumer.close()
 
 
-def _post(url: str, body: dict[str, Any]) -> tuple[int, bytes]:
-    request = urllib.request.Request(
-        url, data=orjson.dumps(body), headers={"Content-Type": "application/json"}, method="POST"
-    )
+def _post(url: str, body: dict[str, Any], api_key: str) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"}
+    request = urllib.request.Request(url, data=orjson.dumps(body), headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.read()

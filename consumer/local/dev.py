@@ -31,6 +31,7 @@ from typing import IO
 import psycopg
 
 from consumer import queries
+from consumer.clients import Scope, authenticate, create_client, list_clients, rotate_key
 from consumer.config import Settings
 from consumer.kafka import GroupLag
 from consumer.local.embedded import create_topics, start_broker, start_postgres
@@ -38,6 +39,9 @@ from consumer.logs import configure_logging
 from consumer.migrate import migrate
 
 COMPONENTS = ("worker", "relay", "api")
+LOCAL_CLIENT = "local-dev"
+KEY_FILE = "api-key"
+
 _COLOURS = {"worker": "36", "relay": "35", "api": "32", "dev": "1"}
 _print_lock = threading.Lock()
 # How long Ctrl+C waits for the worker and the relay to catch up before stopping anyway.
@@ -78,6 +82,9 @@ def run_dev(settings: Settings, *, clean: bool = False, demo: bool = False) -> i
         )
         applied = migrate(postgres.url)
         say("dev", f"migrations applied: {', '.join(applied) or 'none pending'}")
+        key_file = data_dir / KEY_FILE
+        api_key = local_api_key(postgres.url, key_file)
+        say("dev", f"API key of the local client (every scope) kept in {key_file}")
 
         env = {
             **os.environ,
@@ -90,7 +97,11 @@ def run_dev(settings: Settings, *, clean: bool = False, demo: bool = False) -> i
         _announce(settings, postgres.url, broker.bootstrap_servers, api_url)
         _write_env(
             data_dir / "env",
-            {"DATABASE_URL": postgres.url, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers},
+            {
+                "DATABASE_URL": postgres.url,
+                "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+                "IDENTITY_API_KEY": api_key,
+            },
         )
         if not _await_healthy(api_url, list(children.values()), stopping):
             return 0 if stopping.is_set() else 1
@@ -98,7 +109,7 @@ def run_dev(settings: Settings, *, clean: bool = False, demo: bool = False) -> i
         if demo:
             from consumer.local.demo import run_demo
 
-            run_demo(settings, broker.bootstrap_servers, api_url, say=lambda text: say("demo", text))
+            run_demo(settings, broker.bootstrap_servers, api_url, api_key, say=lambda text: say("demo", text))
         while not stopping.wait(0.5):
             if failed := {n: c.returncode for n, c in children.items() if c.poll() is not None}:
                 names = ", ".join(f"{name} (exit {code})" for name, code in failed.items())
@@ -108,6 +119,22 @@ def run_dev(settings: Settings, *, clean: bool = False, demo: bool = False) -> i
         _drain(settings, postgres.url, broker.bootstrap_servers, list(children.values()), hurry)
         say("dev", "stopping")
     return 0
+
+
+def local_api_key(database_url: str, key_file: Path) -> str:
+    """The local client's key (every scope): the one in `key_file` while it is valid, else a new one."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        if key_file.exists() and authenticate(conn, key := key_file.read_text().strip()):
+            return key
+        local = [c for c in list_clients(conn) if c.client.name.startswith(LOCAL_CLIENT)]
+        if active := [c.client.name for c in local if c.revoked_at is None]:
+            key = rotate_key(conn, active[0], grace_s=0)
+        else:  # names are never reused: after a revocation, the next local client gets a number
+            key = create_client(conn, f"{LOCAL_CLIENT}-{len(local)}" if local else LOCAL_CLIENT, Scope)
+    key_file.touch(mode=0o600)
+    key_file.chmod(0o600)  # a key file left by an older run may have other permissions
+    key_file.write_text(key + "\n")
+    return key
 
 
 def say(component: str, text: str) -> None:
@@ -169,12 +196,16 @@ def _announce(settings: Settings, database_url: str, bootstrap: str, api_url: st
 def _write_env(path: Path, variables: dict[str, str]) -> None:
     """Write the exports other commands need, and say how to use them."""
     exports = [f"export {name}={shlex.quote(value)}" for name, value in variables.items()]
+    path.touch(mode=0o600)
+    path.chmod(0o600)  # it holds the local API key
     path.write_text(
         "# Written by `identity dev`: `source` it to reach its stack from another shell.\n"
         + "\n".join(exports)
         + "\n"
     )
-    say("dev", f"other commands (identity check, checkout-events) reach this stack after: source {path}")
+    say(
+        "dev", f"other commands (identity check, checkout-events, curl) reach this stack after: source {path}"
+    )
     for line in exports:
         say("dev", f"  {line}")
 

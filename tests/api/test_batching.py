@@ -38,9 +38,10 @@ async def wait_for_in_progress(url: str, count: int) -> None:
         await asyncio.sleep(0.02)
 
 
-async def scenario(url: str, bodies: list[dict[str, str]], lock: psycopg.Connection[Any]) -> list[int]:
+async def scenario(api: ApiServer, bodies: list[dict[str, str]], lock: psycopg.Connection[Any]) -> list[int]:
     """Block the only drainer on an advisory lock, queue every call behind it, then let go."""
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+    url = api.url
+    async with httpx.AsyncClient(base_url=url, headers=api.headers, timeout=30) as http:
         blocker = asyncio.create_task(http.post("/identify", json={"email": BLOCKER}))
         await wait_for_in_progress(url, 1)
         calls = [asyncio.create_task(http.post("/identify", json=body)) for body in bodies]
@@ -60,7 +61,7 @@ def test_a_refused_call_fails_alone(
 
     with psycopg.connect(database_url, autocommit=True) as lock:
         lock.execute("SELECT pg_advisory_lock(%s)", [lock_key("email", BLOCKER)])
-        statuses = asyncio.run(scenario(one_drainer.url, bodies, lock))
+        statuses = asyncio.run(scenario(one_drainer, bodies, lock))
 
     assert statuses.pop(CALLS // 2) == 500
     assert statuses == [200] * CALLS

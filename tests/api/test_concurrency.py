@@ -30,9 +30,9 @@ def requests_for(seed: int) -> list[dict[str, str]]:
     return bodies
 
 
-async def run_clients(url: str, plans: list[list[dict[str, str]]]) -> list[httpx.Response]:
+async def run_clients(api: ApiServer, plans: list[list[dict[str, str]]]) -> list[httpx.Response]:
     async with httpx.AsyncClient(
-        base_url=url, timeout=30, limits=httpx.Limits(max_connections=CLIENTS)
+        base_url=api.url, headers=api.headers, timeout=30, limits=httpx.Limits(max_connections=CLIENTS)
     ) as http:
 
         async def one_client(plan: list[dict[str, str]]) -> list[httpx.Response]:
@@ -45,7 +45,7 @@ async def run_clients(url: str, plans: list[list[dict[str, str]]]) -> list[httpx
 def test_concurrent_clients_keep_every_invariant(api: ApiServer, db: psycopg.Connection[Any]) -> None:
     plans = [requests_for(seed) for seed in range(CLIENTS)]
 
-    responses = asyncio.run(run_clients(api.url, plans))
+    responses = asyncio.run(run_clients(api, plans))
 
     assert [r.status_code for r in responses] == [200] * CLIENTS * REQUESTS_PER_CLIENT
     assert check_invariants(db) == []

@@ -14,6 +14,7 @@ from psycopg.conninfo import make_conninfo
 
 from consumer.local.embedded import free_port
 from consumer.migrate import available
+from tests.support.keys import UNKNOWN_KEY
 from tests.support.processes import api_server
 
 UNMIGRATED_DB = "identity_api_unmigrated"
@@ -38,20 +39,23 @@ def test_ready_when_the_database_is_migrated(client: httpx.Client) -> None:
 
 def test_not_ready_while_the_database_refuses_connections(tmp_path: Path) -> None:
     refusing = f"postgresql://postgres@127.0.0.1:{free_port()}/identity?connect_timeout=1"
-    with api_server(refusing, tmp_path) as server:
+    with api_server(refusing, tmp_path, key=UNKNOWN_KEY) as server:
         assert httpx.get(server.url + "/healthz").status_code == 200
         response = httpx.get(server.url + "/readyz", timeout=10)
         assert response.status_code == 503
         assert response.json()["reason"] == "database unreachable"
 
-        identify = httpx.post(server.url + "/identify", json={"email": "doc@hillvalley.edu"}, timeout=20)
+        # The key cannot be looked up: that is the database being unavailable too, not a bad key.
+        identify = httpx.post(
+            server.url + "/identify", json={"email": "doc@hillvalley.edu"}, headers=server.headers, timeout=20
+        )
         assert identify.status_code == 503
         assert identify.json()["error"]["code"] == "database_unavailable"
         assert identify.headers["retry-after"]
 
 
 def test_not_ready_while_migrations_are_pending(unmigrated_url: str, tmp_path: Path) -> None:
-    with api_server(unmigrated_url, tmp_path) as server:
+    with api_server(unmigrated_url, tmp_path, key=UNKNOWN_KEY) as server:
         response = httpx.get(server.url + "/readyz", timeout=10)
     assert response.status_code == 503
     body: dict[str, Any] = response.json()

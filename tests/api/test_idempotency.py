@@ -16,8 +16,9 @@ def counts(db: psycopg.Connection[Any]) -> tuple[int, int]:
 
 
 def remembered(db: psycopg.Connection[Any]) -> list[str]:
-    """The calls with an idempotency record: only keyed calls can ever be retried."""
-    ids = [row[0] for row in db.execute("SELECT event_id FROM processed_event ORDER BY event_id")]
+    """The keys of the calls with an idempotency record (only keyed calls can ever be retried), without
+    the client's name that scopes them."""
+    ids = [row[0].split("/", 1)[1] for row in db.execute("SELECT event_id FROM processed_event ORDER BY 1")]
     db.commit()
     return ids
 

@@ -41,6 +41,8 @@ def two_workers(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
 def test_metrics_add_up_across_uvicorn_workers(two_workers: ApiServer) -> None:
     # A new connection per request lets the kernel spread them over both workers' shared socket.
     for _ in range(20):
-        assert httpx.post(two_workers.url + "/identify", json={}).status_code == 400
+        assert (
+            httpx.post(two_workers.url + "/identify", json={}, headers=two_workers.headers).status_code == 400
+        )
     metrics = samples(two_workers.url)
     assert value(metrics, "identity_api_requests_total", method="POST", route="/identify", status="400") == 20

@@ -41,6 +41,7 @@ def test_api_conforms_to_its_openapi_document(api: ApiServer, tmp_path: Path, se
             "--checks=all",
             f"--max-examples={MAX_EXAMPLES}",
             f"--seed={SEED}",
+            f"--header=Authorization: Bearer {api.key}",
             "--request-timeout=10",
             "--no-color",
         ],

@@ -25,7 +25,7 @@ def test_the_demo_shows_only_the_output_events_of_its_own_events(stack: Stack, a
         merged_topic=stack.topics.merged,
     )
     lines: list[str] = []
-    run_demo(settings, stack.bootstrap, api.url, say=lines.append)
+    run_demo(settings, stack.bootstrap, api.url, api.key, say=lines.append)
     output = "\n".join(lines)
 
     assert "old" not in output, output
@@ -36,3 +36,4 @@ def test_the_demo_shows_only_the_output_events_of_its_own_events(stack: Stack, a
     assert '"outcome":"merged"' in output
     assert '"contactId":null' in output  # JSON, as the event carries it
     assert "POST /identify" in output
+    assert "-> 401" not in output

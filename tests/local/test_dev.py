@@ -11,8 +11,11 @@ import time
 from pathlib import Path
 
 import psutil
+import psycopg
 import pytest
 
+from consumer.clients import Scope, authenticate, revoke_client
+from consumer.local.dev import KEY_FILE, local_api_key
 from consumer.local.embedded import free_port
 
 
@@ -50,7 +53,7 @@ def test_dev_stack_runs_the_demo_and_stops_on_ctrl_c(tmp_path: Path) -> None:
             for line in (tmp_path / "env").read_text().splitlines()
             if line.startswith("export ")
         )
-        assert set(exports) == {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"}
+        assert set(exports) == {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "IDENTITY_API_KEY"}
         assert all(f"export {name}=" in "".join(lines) for name in exports)
         check = subprocess.run(
             [sys.executable, "-m", "consumer", "check"],
@@ -104,6 +107,28 @@ def test_dev_stack_runs_the_demo_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     assert "dev | stopping" in output
     assert "every event is processed and every output event published" in output, output
     assert "lost" not in output
+    # The local client's key, kept for the next run, readable by this user only.
+    assert shlex.split(exports["IDENTITY_API_KEY"])[0] == (tmp_path / KEY_FILE).read_text().strip()
+    assert (tmp_path / KEY_FILE).stat().st_mode & 0o777 == (tmp_path / "env").stat().st_mode & 0o777 == 0o600
     assert not [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     # PostgreSQL keeps its data for the next run.
     assert (tmp_path / "pgdata" / "PG_VERSION").exists()
+
+
+def test_the_local_key_is_kept_while_valid_and_replaced_when_not(database_url: str, tmp_path: Path) -> None:
+    key_file = tmp_path / KEY_FILE
+    first = local_api_key(database_url, key_file)
+    assert local_api_key(database_url, key_file) == first
+
+    key_file.unlink()
+    second = local_api_key(database_url, key_file)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert authenticate(conn, first) is None, "a lost key file rotates the key"
+        client = authenticate(conn, second)
+        assert client is not None
+        assert client.scopes == frozenset(Scope)
+        assert revoke_client(conn, client.name)
+        third = local_api_key(database_url, key_file)
+        assert third != second
+        assert authenticate(conn, third) is not None
+    assert key_file.read_text() == third + "\n"

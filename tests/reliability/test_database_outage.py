@@ -17,7 +17,7 @@ from tests.support.database import processed, scalar, unpublished
 from tests.support.graph import UNGUARDED_ENV
 from tests.support.kafka import OutputReader, produce
 from tests.support.polling import wait_until
-from tests.support.processes import api_server
+from tests.support.processes import ApiServer, api_server
 from tests.support.services import RestartablePostgres
 from tests.support.stack import Stack, overlapping_checkouts, record_figures, verify_database, verify_outputs
 from tests.support.topics import Topics
@@ -29,8 +29,8 @@ class ApiCaller:
     """Calls POST /identify in a loop, each call with a new email and its own Idempotency-Key; a call
     answered 503 is retried later with the same key, as a careful client would."""
 
-    def __init__(self, url: str) -> None:
-        self.http = httpx.Client(base_url=url, timeout=15)
+    def __init__(self, api: ApiServer) -> None:
+        self.http = httpx.Client(base_url=api.url, headers=api.headers, timeout=15)
         self.statuses: list[tuple[float, int]] = []
         self.pending: list[int] = []
         self.done: set[int] = set()
@@ -96,7 +96,7 @@ def test_database_restart_while_events_flow_and_api_calls_arrive(
         with api_server(url, tmp_path, env={"API_POOL_TIMEOUT_S": "1", **UNGUARDED_ENV}) as api:
             stack.start("worker")
             stack.start("relay")
-            caller = ApiCaller(api.url)
+            caller = ApiCaller(api)
             produce(kafka_bootstrap, stack.topics.checkout, [c.record() for c in checkouts[:half]])
             wait_until(lambda: processed(url) == half, 60, "the events before the outage")
 

@@ -14,7 +14,7 @@ from tests.support.database import processed, unpublished
 from tests.support.graph import UNGUARDED_ENV
 from tests.support.kafka import OutputReader, produce
 from tests.support.polling import wait_until
-from tests.support.processes import api_server
+from tests.support.processes import ApiServer, api_server
 from tests.support.stack import Stack, family_checkouts, record_figures, verify_database, verify_outputs
 
 EVENTS = 6000
@@ -23,10 +23,12 @@ CALLERS = 4
 CALLS_EACH = 250
 
 
-def call_api(url: str, seed: int, pairs: list[tuple[str | None, str | None]], errors: list[str]) -> None:
+def call_api(
+    api: ApiServer, seed: int, pairs: list[tuple[str | None, str | None]], errors: list[str]
+) -> None:
     """POST /identify for the same households the events use, spelled the way people type them."""
     rng = random.Random(seed)
-    with httpx.Client(base_url=url, timeout=30) as http:
+    with httpx.Client(base_url=api.url, headers=api.headers, timeout=30) as http:
         for _ in range(CALLS_EACH):
             family = rng.randrange(FAMILIES)
             email = f"load{family}.{rng.randrange(3)}@example.com"
@@ -58,7 +60,7 @@ def test_worker_relay_and_api_together_under_overlapping_load(stack: Stack, tmp_
             # The calls race the workers' transactions on the same clusters.
             wait_until(lambda: processed(url) > 0, 60, "the workers to start")
             callers = [
-                threading.Thread(target=call_api, args=(api.url, seed, api_pairs, errors))
+                threading.Thread(target=call_api, args=(api, seed, api_pairs, errors))
                 for seed in range(CALLERS)
             ]
             for caller in callers:

@@ -62,7 +62,10 @@ def api(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 def post(api: ApiServer, body: bytes | dict[str, Any]) -> httpx.Response:
     content = body if isinstance(body, bytes) else httpx.Request("POST", "/", json=body).content
     return httpx.post(
-        api.url + "/identify", content=content, headers={"content-type": "application/json"}, timeout=30
+        api.url + "/identify",
+        content=content,
+        headers={"content-type": "application/json", **api.headers},
+        timeout=30,
     )
 
 
@@ -81,5 +84,7 @@ def test_accepted_and_stored_as_sent(api: ApiServer, name: str, body: dict[str, 
     assert response.status_code == 200, response.text
     contact = response.json()["contact"]
     assert stored in contact["emails"] + contact["phoneNumbers"]
-    again = httpx.get(f"{api.url}/contacts/{contact['primaryContactId']}", timeout=10).json()["contact"]
+    again = httpx.get(
+        f"{api.url}/contacts/{contact['primaryContactId']}", headers=api.headers, timeout=10
+    ).json()["contact"]
     assert again == contact

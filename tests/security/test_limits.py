@@ -42,7 +42,10 @@ def test_the_api_refuses_naming_the_field(
     limited_api: Any, email: str | None, phone: str | None, field: str, code: str, words: list[str]
 ) -> None:
     response = httpx.post(
-        limited_api.url + "/identify", json={"email": email, "phoneNumber": phone}, timeout=10
+        limited_api.url + "/identify",
+        json={"email": email, "phoneNumber": phone},
+        headers=limited_api.headers,
+        timeout=10,
     )
     assert response.status_code == 422, response.text
     error = response.json()["error"]
@@ -54,7 +57,7 @@ def test_the_api_refuses_naming_the_field(
 
 def test_the_api_accepts_what_is_within_the_limits(limited_api: Any) -> None:
     body = {"email": "Doc@HillValley.edu", "phoneNumber": "+1 555 0100"}
-    response = httpx.post(limited_api.url + "/identify", json=body, timeout=10)
+    response = httpx.post(limited_api.url + "/identify", json=body, headers=limited_api.headers, timeout=10)
     assert response.status_code == 200, response.text
     assert response.json()["contact"]["emails"] == ["doc@hillvalley.edu"]
 

@@ -1,6 +1,7 @@
 """A full run of worker, relay and API at DEBUG with known personal values, through the paths that
 carry them (matches, merges, dead letters, reused keys, HTTP errors, validation messages): no log line
-of any process holds an email, a local part or a phone number, in any spelling.
+of any process holds an email, a local part or a phone number, in any spelling; nor an API key, good or
+bad, whole or its secret part.
 
 tests/test_logs.py checks the masking processor itself; this checks what the processes really print.
 """
@@ -14,6 +15,7 @@ import httpx
 
 from tests.support.database import processed, unpublished
 from tests.support.kafka import Record, envelope, produce, structured
+from tests.support.keys import bearer, secret_of
 from tests.support.polling import wait_until
 from tests.support.processes import api_server
 from tests.support.stack import Stack
@@ -26,6 +28,7 @@ EMAILS = [
 PHONES = ["+1 (555) 867-5309", "0151 2345 6789", "4155550123"]
 BAD_PHONE = "555-CALL-DOC"
 BAD_EMAIL = "george.mcfly at hillvalley.edu"
+WRONG_KEY = "idk_0123456789ab_" + "Z" * 43
 
 
 def needles() -> set[str]:
@@ -72,7 +75,7 @@ def test_no_log_line_holds_personal_data(stack: Stack, tmp_path: Path) -> None:
         stack.start("worker")
         stack.start("relay")
         produce(stack.bootstrap, stack.topics.checkout, events())
-        with httpx.Client(base_url=api.url, timeout=10) as http:
+        with httpx.Client(base_url=api.url, headers=api.headers, timeout=10) as http:
             e1, e2, e3 = EMAILS
             ok = http.post("/identify", json={"email": e3, "phoneNumber": PHONES[0]})  # merges over HTTP
             assert ok.status_code == 200
@@ -85,6 +88,10 @@ def test_no_log_line_holds_personal_data(stack: Stack, tmp_path: Path) -> None:
             key = {"Idempotency-Key": "pii-call"}
             assert http.post("/identify", json={"email": e2}, headers=key).status_code == 200
             assert http.post("/identify", json={"email": e1}, headers=key).status_code == 409
+            assert http.post("/identify", json={"email": e1}, headers=bearer(WRONG_KEY)).status_code == 401
+            assert (
+                http.get(f"/contacts/{contact_id}", headers=bearer("hunter2-" + WRONG_KEY)).status_code == 401
+            )
         wait_until(lambda: processed(stack.database_url) == 5, 60, "the good events")
         wait_until(lambda: unpublished(stack.database_url) == 0, 60, "every output published")
         wait_until(lambda: dead_letters(stack) == 5, 30, "the dead letters")
@@ -93,5 +100,6 @@ def test_no_log_line_holds_personal_data(stack: Stack, tmp_path: Path) -> None:
     logs = [*stack.logs(), *tmp_path.glob("api-*.log")]
     text = {path.name: path.read_text(errors="replace").lower() for path in logs}
     assert all(text.values()), "a process logged nothing: the test would prove nothing"
-    leaks = [(name, n) for name, body in text.items() for n in needles() if n in body]
+    secrets = {k.lower() for key in (api.key, WRONG_KEY) for k in (key, secret_of(key))}
+    leaks = [(name, n) for name, body in text.items() for n in needles() | secrets if n in body]
     assert leaks == [], leaks

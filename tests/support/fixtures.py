@@ -126,5 +126,6 @@ def api(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture
 def client(api: ApiServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api.url, timeout=10) as http:
+    """An HTTP client of the session's API, sending its key (every scope)."""
+    with httpx.Client(base_url=api.url, headers=api.headers, timeout=10) as http:
         yield http

@@ -16,6 +16,7 @@ import orjson
 
 from consumer.local.embedded import free_port
 from tests.support import ROOT
+from tests.support.keys import UNLIMITED, bearer, new_key
 from tests.support.polling import wait_until
 
 STARTUP_TIMEOUT_S = 30.0
@@ -89,14 +90,20 @@ StartService = Callable[..., Service]
 
 
 class ApiServer(Service):
-    """The API on a free port of 127.0.0.1."""
+    """The API on a free port of 127.0.0.1, with the key of a client of its own."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, *, workers: int = 1) -> None:
+    def __init__(self, env: dict[str, str], log_dir: Path, key: str, *, workers: int = 1) -> None:
         port = free_port()
         super().__init__(
             "api", env, log_dir / f"api-{port}.log", ["--port", str(port), "--workers", str(workers)]
         )
         self.url = f"http://127.0.0.1:{port}"
+        self.key = key
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Authorization with the server's own key."""
+        return bearer(self.key)
 
     def answers(self, path: str = "/healthz") -> bool:
         with contextlib.suppress(httpx.HTTPError):
@@ -112,10 +119,22 @@ def api_server(
     workers: int = 1,
     env: dict[str, str] | None = None,
     ready: str = "/healthz",
+    key: str | None = None,
 ) -> Iterator[ApiServer]:
-    """Start the API and wait until `ready` answers 200; stop it cleanly afterwards."""
-    env = {"DATABASE_URL": database_url, "LOG_LEVEL": "WARNING", "API_POOL_MAX_SIZE": "8", **(env or {})}
-    server = ApiServer(env, log_dir, workers=workers)
+    """Start the API and wait until `ready` answers 200; stop it cleanly afterwards.
+
+    Without `key`, a client with every scope is created in the database for the server's callers."""
+    env = {
+        "DATABASE_URL": database_url,
+        "LOG_LEVEL": "WARNING",
+        "API_POOL_MAX_SIZE": "8",
+        # The failed-authentication bucket of 127.0.0.1 is shared by every server on the test database:
+        # tests that fail on purpose must not lock the others out. Tests of that limit set their own.
+        "API_AUTH_FAILURES_PER_S": str(UNLIMITED),
+        "API_AUTH_FAILURE_BURST": str(UNLIMITED),
+        **(env or {}),
+    }
+    server = ApiServer(env, log_dir, key or new_key(database_url), workers=workers)
     try:
         wait_until(lambda: not server.running() or server.answers(ready), STARTUP_TIMEOUT_S, "the API")
         if not server.running():
