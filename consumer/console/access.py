@@ -1,36 +1,19 @@
-"""Who is signed in to the console, and what they may do: the API's own clients and scopes (rule 19)."""
+"""Who is signed in to the console and what they may do: the API's own guard, clients and scopes (rule 19).
+
+Every console request goes through the same `AccessControl.admit` as an API call with that key: the key is
+checked (a revoked key is refused within API_AUTH_CACHE_TTL_S), the client's rate limit applies, and
+failed sign-ins count against the caller's address like failed API calls.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from fastapi import Request
 
-import psycopg
-
-READ = "read"
-ADMIN = "admin"
+from consumer.api.auth import AccessControl
+from consumer.clients import Client, Scope
 
 
-@dataclass(frozen=True, slots=True)
-class Operator:
-    name: str
-    scopes: frozenset[str]
-
-    @property
-    def can_read(self) -> bool:
-        return READ in self.scopes
-
-    @property
-    def is_admin(self) -> bool:
-        return ADMIN in self.scopes
-
-
-def authenticate(conn: psycopg.Connection[Any], api_key: str) -> Operator | None:
-    """The client owning `api_key`, or None for an unknown or revoked key; checked on every request, so
-    revoking a key signs its console sessions out at once.
-
-    Pending consumer/api/auth.py (rule 19): until API keys exist every non-empty key is a local operator
-    with every scope, exactly as open as the API itself is today.
-    """
-    del conn
-    return Operator("local", frozenset({READ, ADMIN})) if api_key else None
+async def admit(request: Request, api_key: str | None, scope: Scope) -> Client:
+    """The client owning `api_key` if it holds `scope`; raises the API's 401, 403 or 429 `ApiError`."""
+    access: AccessControl = request.app.state.api.state.access
+    return await access.admit(request, api_key, scope)

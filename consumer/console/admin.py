@@ -13,8 +13,8 @@ import psycopg
 from fastapi import APIRouter, Form, Path, Query, Request
 from starlette.responses import Response
 
+from consumer.clients import Client
 from consumer.console import lifecycle
-from consumer.console.access import Operator
 from consumer.console.lifecycle import Effect, Kind, Pending, Reason
 from consumer.console.pages import MAX_ID, lookup_value, redirect, render
 from consumer.console.session import Admin, CsrfChecked, database
@@ -94,7 +94,7 @@ _TITLES = {
 
 async def _value_change(
     request: Request,
-    operator: Operator,
+    operator: Client,
     change: ValueChange,
     action: Literal["block", "blocked", "erase"],
     kind: Kind,
@@ -108,14 +108,14 @@ async def _value_change(
 
 
 async def _unblock(
-    request: Request, operator: Operator, block_id: int, action: Literal["unblock", "unblocked"]
+    request: Request, operator: Client, block_id: int, action: Literal["unblock", "unblocked"]
 ) -> Response:
     dry_run = action == "unblock"
     work = partial(lifecycle.unblock, block_id=block_id, **_by(request, operator), dry_run=dry_run)
     return await _page(request, "effect.html", _TITLES[action], work, action=action, block_id=block_id)
 
 
-def _by(request: Request, operator: Operator) -> dict[str, Any]:
+def _by(request: Request, operator: Client) -> dict[str, Any]:
     """Who acts, and the guardrails they act under: what every change to the blocklist or the data takes."""
     return {"by": operator.name, "guardrails": request.app.state.guardrails}
 

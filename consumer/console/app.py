@@ -17,10 +17,11 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
+from consumer.api.errors import ApiError
 from consumer.config import Settings
 from consumer.console import admin, pages
 from consumer.console.pipeline import RateMeter
-from consumer.console.session import Forbidden, SignInRequired
+from consumer.console.session import Forbidden, SignInRequired, sign_out
 from consumer.core import Guardrails
 
 log = structlog.get_logger(__name__)
@@ -64,6 +65,7 @@ def create_console(api: FastAPI, settings: Settings) -> FastAPI:
     console.add_exception_handler(pages.BadInput, _bad_input)
     console.add_exception_handler(RequestValidationError, _bad_input)
     console.add_exception_handler(Exception, _internal_error)
+    console.add_exception_handler(ApiError, _refused)
     return console
 
 
@@ -88,6 +90,16 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     log.exception("console error", error=type(exc).__name__)
     message = "something went wrong on the server; the error is in the API's log"
     return pages.render(request, "error.html", status=500, title="Server error", message=message)
+
+
+async def _refused(request: Request, exc: Exception) -> Response:
+    """The API's guard said no: a key no longer valid ends the session; a scope or a rate limit is shown."""
+    assert isinstance(exc, ApiError)
+    if exc.status == 401:
+        sign_out(request)
+        return await _sign_in_required(request, exc)
+    page = {"title": "Not allowed", "message": exc.message}
+    return pages.render(request, "error.html", status=exc.status, headers=exc.headers, **page)
 
 
 async def _bad_input(request: Request, exc: Exception) -> Response:

@@ -15,6 +15,8 @@ import orjson
 import psycopg
 
 from consumer import queries
+from consumer.audit import Action, record_audit
+from consumer.clients import Client
 from consumer.core import ContactView, Guardrails, contact_view
 from consumer.core.blocklist import Blocklist
 from consumer.core.links import Link as CoreLink
@@ -72,9 +74,25 @@ class Picture:
 
 
 def picture(
+    conn: psycopg.Connection[Any], contact_id: int, to: int | None, client: Client, guardrails: Guardrails
+) -> Picture | None:
+    """The identity holding `contact_id`, or None; with `to`, the path between the two rows.
+
+    Audited like the API's reads (rule 19): a contact read, and an explanation when a path is asked for.
+    """
+    with conn.transaction():
+        found = _picture(conn, contact_id, to, guardrails)
+        if found is not None:
+            view = found.view
+            record_audit(conn, client, Action.CONTACT_READ, [view.primary_id, *view.secondary_ids])
+            if to is not None:
+                record_audit(conn, client, Action.CONTACT_EXPLAIN, [contact_id, to])
+    return found
+
+
+def _picture(
     conn: psycopg.Connection[Any], contact_id: int, to: int | None, guardrails: Guardrails
 ) -> Picture | None:
-    """The identity holding `contact_id`, or None; with `to`, the path between the two rows."""
     view = contact_view(conn, contact_id)
     if view is None:
         return None

@@ -11,8 +11,10 @@ from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.templating import Jinja2Templates
 from starlette.responses import RedirectResponse, Response
 
+from consumer.api.errors import ApiError
+from consumer.clients import Client, Scope
 from consumer.console import display, pipeline, session
-from consumer.console.access import Operator, authenticate
+from consumer.console.access import admit
 from consumer.console.identity import picture
 from consumer.console.session import CsrfChecked, Reader, database
 from consumer.core.lookup import LookupKind, primary_of
@@ -30,13 +32,16 @@ class BadInput(ValueError):
     """A value typed into a form that cannot be used; the message never repeats the value."""
 
 
-def render(request: Request, name: str, *, status: int = 200, **context: Any) -> Response:
-    operator: Operator | None = getattr(request.state, "operator", None)
+def render(
+    request: Request, name: str, *, status: int = 200, headers: dict[str, str] | None = None, **context: Any
+) -> Response:
+    operator: Client | None = getattr(request.state, "operator", None)
     return templates.TemplateResponse(
         request,
         name,
         {"operator": operator, "csrf_token": session.csrf_token(request), **context},
         status_code=status,
+        headers=headers,
     )
 
 
@@ -57,12 +62,22 @@ async def sign_in_form(request: Request) -> Response:
 @router.post("/sign-in", name="sign_in", dependencies=[CsrfChecked])
 async def sign_in(request: Request, api_key: Annotated[str, Form(max_length=512)] = "") -> Response:
     key = api_key.strip()
-    operator = await database(request).run(lambda conn: authenticate(conn, key)) if key else None
-    if operator is None or not operator.can_read:
-        message = "this API key is unknown, revoked, or has no read scope" if key else "enter an API key"
-        return render(request, "sign_in.html", status=401, title="Sign in", error=message)
+    if not key:
+        return render(request, "sign_in.html", status=401, title="Sign in", error="enter an API key")
+    try:
+        await admit(request, key, Scope.READ)
+    except ApiError as exc:
+        error = _SIGN_IN_ERRORS.get(exc.status, exc.message)
+        status, headers = exc.status, exc.headers
+        return render(request, "sign_in.html", status=status, headers=headers, title="Sign in", error=error)
     session.sign_in(request, key)
     return redirect(request, "search_form")
+
+
+_SIGN_IN_ERRORS = {
+    401: "this API key is not valid (unknown, expired or revoked)",
+    403: "this API key has no read scope: the console needs read to show anything",
+}
 
 
 @router.post("/sign-out", name="sign_out", dependencies=[CsrfChecked])
@@ -84,7 +99,7 @@ async def search(
     value: Annotated[str, Form(max_length=512)] = "",
 ) -> Response:
     """Look an identity up by a POSTed value, so no email or phone ever lands in a URL or a log line."""
-    form = {"title": "Search", "kind": kind, "value": value}
+    form: dict[str, Any] = {"title": "Search", "kind": kind, "value": value}
     try:
         query = lookup_value(request.app.state.api.state.normalizer, kind, value)
     except BadInput as exc:
@@ -118,13 +133,14 @@ async def identity(
     to: ContactId | None = None,
 ) -> Response:
     start = from_ or contact_id
-    work = partial(picture, contact_id=start, to=to, guardrails=request.app.state.guardrails)
+    guardrails = request.app.state.guardrails
+    work = partial(picture, contact_id=start, to=to, client=operator, guardrails=guardrails)
     found = await database(request).run(work)
     if found is None:
         message = "no live contact has this id"
         return render(request, "error.html", status=404, title="Not found", message=message)
     title = f"Identity #{found.view.primary_id}"
-    graph = display.graph(found, full_values=operator.can_read)
+    graph = display.graph(found, full_values=Scope.READ in operator.scopes)
     return render(request, "identity.html", title=title, p=found, graph=graph, start=start, to=to)
 
 

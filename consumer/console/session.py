@@ -13,7 +13,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from consumer.api.db import Database
-from consumer.console.access import Operator, authenticate
+from consumer.clients import Client, Scope
+from consumer.console.access import admit
 
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
@@ -67,30 +68,22 @@ def sign_out(request: Request) -> None:
     request.session.clear()
 
 
-async def _operator(request: Request) -> Operator:
+async def _reader(request: Request) -> Client:
+    """The signed-in client, which needs the read scope to see anything."""
     api_key = request.session.get(_KEY)
     if not isinstance(api_key, str):
         raise SignInRequired
-    operator = await database(request).run(lambda conn: authenticate(conn, api_key))
-    if operator is None:
-        sign_out(request)
-        raise SignInRequired
-    request.state.operator = operator
-    return operator
+    client = await admit(request, api_key, Scope.READ)
+    request.state.operator = client
+    return client
 
 
-async def _reader(operator: Annotated[Operator, Depends(_operator)]) -> Operator:
-    if not operator.can_read:
-        raise Forbidden("this needs an API key with the read scope")
-    return operator
-
-
-async def _admin(operator: Annotated[Operator, Depends(_reader)]) -> Operator:
-    if not operator.is_admin:
+async def _admin(client: Annotated[Client, Depends(_reader)]) -> Client:
+    if Scope.ADMIN not in client.scopes:
         raise Forbidden("this needs an API key with the admin scope")
-    return operator
+    return client
 
 
-Reader = Annotated[Operator, Depends(_reader)]
-Admin = Annotated[Operator, Depends(_admin)]
+Reader = Annotated[Client, Depends(_reader)]
+Admin = Annotated[Client, Depends(_admin)]
 CsrfChecked = Depends(check_csrf)

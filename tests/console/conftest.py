@@ -28,9 +28,11 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
+from consumer.clients import Scope
 from consumer.core.reconcile import reconcile
 from consumer.local.embedded import free_port
 from tests.core.helpers import at, request
+from tests.support.keys import new_key
 from tests.support.processes import ApiServer, api_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -212,12 +214,10 @@ def hillvalley(db: psycopg.Connection[Any]) -> list[int]:
 
 
 @pytest.fixture
-def admin_key() -> str:
-    """Pending consumer/api/auth.py: any key is an operator with every scope until clients exist."""
-    return "local-admin-key"
+def admin_key(database_url: str) -> str:
+    return new_key(database_url, [Scope.READ, Scope.ADMIN])
 
 
 @pytest.fixture
-def read_key() -> str:
-    """Pending consumer/api/auth.py, as `admin_key`: the key of a client with the read scope alone."""
-    return "local-read-key"
+def read_key(database_url: str) -> str:
+    return new_key(database_url, [Scope.READ])

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
 import psycopg
-import pytest
 
+from consumer.clients import Scope, create_client, revoke_client
 from tests.console.conftest import Browser, csrf, signed_in
+from tests.support.keys import UNKNOWN_KEY, new_key
+from tests.support.polling import wait_until
 from tests.support.processes import ApiServer
 
 
@@ -70,11 +73,6 @@ def test_bad_ids_get_a_page_not_an_error(http: httpx.Client, admin_key: str) -> 
     assert http.get("/identities/999").status_code == 404
 
 
-@pytest.mark.xfail(
-    reason="pending: API keys and scopes (rule 19, consumer/api/auth.py) have not landed in main; until "
-    "then every key is a local operator with every scope",
-    strict=False,
-)
 def test_a_read_key_sees_no_admin_link_and_admin_forms_are_refused(
     browser: Browser, read_key: str, console: ApiServer, hillvalley: list[int], db: psycopg.Connection[Any]
 ) -> None:
@@ -100,3 +98,35 @@ def test_a_read_key_sees_no_admin_link_and_admin_forms_are_refused(
         for path in ("/blocked-values", "/erasure", "/erasures/1"):
             assert http.get(path).status_code == 403, path
     assert db.execute("SELECT count(*) FROM contact WHERE deleted_at IS NULL").fetchone() == (2,)
+
+
+def test_a_key_without_read_cannot_sign_in(http: httpx.Client, database_url: str) -> None:
+    key = new_key(database_url, [Scope.IDENTIFY, Scope.ADMIN])
+    refused = http.post("/sign-in", data={"api_key": key, "csrf_token": csrf(http, "/sign-in")})
+    assert refused.status_code == 403
+    assert "no read scope" in refused.text
+    unknown = http.post("/sign-in", data={"api_key": UNKNOWN_KEY, "csrf_token": csrf(http, "/sign-in")})
+    assert unknown.status_code == 401
+    assert "not valid" in unknown.text
+
+
+def test_revoking_a_key_ends_its_console_session(http: httpx.Client, database_url: str) -> None:
+    name = f"revoked-{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        key = create_client(conn, name, [Scope.READ])
+    assert signed_in(http, key).get("/search").status_code == 200
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert revoke_client(conn, name)
+    # The API trusts a looked-up key for API_AUTH_CACHE_TTL_S (5 s by default), then asks again.
+    wait_until(lambda: http.get("/search").status_code == 303, 30, "the session to end")
+    assert http.get("/search").headers["location"].endswith("/console/sign-in")
+
+
+def test_console_reads_are_audited(
+    http: httpx.Client, admin_key: str, hillvalley: list[int], db: psycopg.Connection[Any]
+) -> None:
+    first, second = hillvalley
+    page = signed_in(http, admin_key).get(f"/identities/{first}", params={"from": first, "to": second})
+    assert page.status_code == 200
+    rows = db.execute("SELECT action, ids FROM audit_log ORDER BY id").fetchall()
+    assert rows == [("contact.read", [first, second]), ("contact.explain", [first, second])]
