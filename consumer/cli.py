@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from consumer import clients_cli, guard_cli
+from consumer import clients_cli, guard_cli, lifecycle_cli
 from consumer.config import Settings, get_settings
 from consumer.logs import configure_logging
 
@@ -58,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dev.add_argument("--demo", action="store_true", help="replay the hillvalley story and show the results")
     guard_cli.register(commands)
     clients_cli.register(commands)
+    lifecycle_cli.register(commands)
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "dlq-replay":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

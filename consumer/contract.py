@@ -84,6 +84,83 @@ class SplitData(BaseModel):
     )
 
 
+class ErasedData(BaseModel):
+    """Rows deleted by an erasure request (rule 17): ids only, no personal data."""
+
+    erasureRequestId: int = Field(description="The erasure request's id (POST /erasure-requests).")
+    formerPrimaryId: int = Field(description="The primary contact id of the identity the rows belonged to.")
+    erasedContactIds: list[int] = Field(description="The deleted rows of that identity, ascending.")
+
+
+class ErasureResponse(BaseModel):
+    """The answer to POST /erasure-requests (rule 17)."""
+
+    erasureRequestId: int | None = Field(description="Its id in the erasure log; null on a dry run.")
+    erasedContactIds: list[int] = Field(description="Every row deleted, ascending; empty if none held it.")
+    identities: list[ContactPayload] = Field(
+        description="What the affected identities' remaining rows became, as announced by identity.split."
+    )
+
+
+class LinkPayload(BaseModel):
+    kind: Literal["email", "phone", "merge"] = Field(
+        description="A shared email, a shared phone, or a recorded merge of an email with a phone (rule 7)."
+    )
+    email: str | None
+    phoneNumber: str | None
+
+
+class RowLink(LinkPayload):
+    to: int = Field(description="The row this one hangs from in the spanning tree from the primary.")
+
+
+class ExplainedRow(BaseModel):
+    id: int
+    email: str | None
+    phoneNumber: str | None
+    linkPrecedence: Literal["primary", "secondary"]
+    linkedId: int | None
+    createdAt: datetime
+    updatedAt: datetime
+    source: str = Field(description="Provenance: the source of the event or the API that created the row.")
+    sourceEventId: str = Field(description="Provenance: the event id or the API call's Idempotency-Key.")
+    link: RowLink | None = Field(description="The value linking it to the tree; null for the primary.")
+
+
+class BlockedHeld(BaseModel):
+    kind: Literal["email", "phone"]
+    value: str
+    blockId: int | None = Field(description="The block (GET /blocked-values), or null for a junk pattern.")
+    reason: str = Field(description="The block's reason, or `pattern` for the shipped junk patterns.")
+    contactIds: list[int] = Field(description="The rows of this identity holding the value.")
+
+
+class PathStep(BaseModel):
+    from_: int = Field(alias="from")
+    to: int
+    link: LinkPayload
+
+
+class ExplainPath(BaseModel):
+    from_: int = Field(alias="from")
+    to: int
+    steps: list[PathStep] = Field(description="Consecutive rows sharing a non-blocked value.")
+
+
+class ExplainResponse(BaseModel):
+    """GET /contacts/{id}/explain (rule 18)."""
+
+    contactId: int
+    contact: ContactPayload
+    rows: list[ExplainedRow] = Field(description="The identity's rows, primary first, then oldest first.")
+    blockedValues: list[BlockedHeld] = Field(description="Blocked values the rows hold (they link nothing).")
+    history: list[dict[str, object]] = Field(
+        description="Merges, splits, blocks, unblocks and erasures that touched the identity, oldest first."
+    )
+    historyNext: str | None = Field(description="Cursor of the next history page (`historyAfter`), or null.")
+    path: ExplainPath | None = Field(description="With `?to=`: the chain of shared values between the rows.")
+
+
 DataT = TypeVar("DataT")
 
 

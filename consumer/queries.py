@@ -153,6 +153,118 @@ FROM jsonb_to_recordset(%s::jsonb)
      AS r(cause_type text, cause_id bigint, former_primary_id bigint, primary_ids bigint[],
           split_at timestamptz)"""
 
+# --- erasure (rule 17) -----------------------------------------------------------------------------
+
+INSERT_ERASURE = """
+INSERT INTO erasure_request (kind, value_hash, requested_by, erased_contact_ids, former_primary_ids)
+VALUES (%s, %s, %s, %s, %s) RETURNING id"""
+# Each statement below takes %(email)s or %(phone)s set to the erased value and the other one null.
+# Erased live rows stay as tombstones, holding neither value (sql/006_erasure.sql).
+ERASE_ROWS = """
+UPDATE contact SET email = NULL, phone_number = NULL, deleted_at = %(now)s, updated_at = %(now)s
+WHERE id = ANY(%(ids)s::bigint[])"""
+ERASE_FROM_DELETED_ROWS = """
+UPDATE contact SET email = nullif(email, %(email)s), phone_number = nullif(phone_number, %(phone)s)
+WHERE deleted_at IS NOT NULL AND (email = %(email)s OR phone_number = %(phone)s)"""
+# The value is no longer a merge's bridge either: the link graph stops using it.
+ERASE_FROM_MERGES = """
+UPDATE merge_log SET email = nullif(email, %(email)s), phone_number = nullif(phone_number, %(phone)s)
+WHERE email = %(email)s OR phone_number = %(phone)s"""
+# The block keeps its keyed hash, so an erased blocked value stays blocked. Notes are free text.
+ERASE_FROM_BLOCKS = """
+UPDATE blocked_value
+SET value = CASE WHEN value_hash = %(hash)s THEN NULL ELSE value END,
+    note = CASE WHEN strpos(lower(note), lower(%(value)s)) > 0 THEN NULL ELSE note END
+WHERE value_hash = %(hash)s OR strpos(lower(note), lower(%(value)s)) > 0"""
+# Stored answers and outbox payloads, published or not: scanned (erasure is rare; the outbox is pruned).
+# An outbox payload is JSON text: only those whose text holds the value's JSON spelling are parsed.
+ERASE_FROM_ANSWERS = """
+UPDATE processed_event SET result = without_value(result, %(value)s)
+WHERE jsonb_path_exists(result, '$.** ? (@ == $v)', jsonb_build_object('v', %(value)s::text))"""
+ERASE_FROM_OUTBOX = """
+UPDATE outbox SET payload = without_value(payload::jsonb, %(value)s)::json
+WHERE strpos(payload::text, %(spelled)s) > 0
+  AND jsonb_path_exists(payload::jsonb, '$.** ? (@ == $v)', jsonb_build_object('v', %(value)s::text))"""
+
+# --- explanation (rule 18) --------------------------------------------------------------------------
+
+# One consistent read of the rows, the blocklist and the history.
+SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+IDENTITY_ROWS = """
+SELECT id, email, phone_number, linked_id, created_at, updated_at, source, source_event_id
+FROM contact
+WHERE deleted_at IS NULL AND coalesce(linked_id, id) = (
+    SELECT coalesce(linked_id, id) FROM contact WHERE id = %s AND deleted_at IS NULL
+)"""
+# The oldest live row holding a value, for `identity explain --email/--phone`.
+ROW_HOLDING = """
+SELECT id FROM contact WHERE deleted_at IS NULL AND (email = %(email)s OR phone_number = %(phone)s)
+ORDER BY created_at, id LIMIT 1"""
+ACTIVE_BLOCKS = """
+SELECT value_hash, id, reason FROM blocked_value WHERE removed_at IS NULL AND value_hash = ANY(%s)"""
+# The history of the identity whose rows have the ids %(ids)s and the values hashed %(hashes)s: one
+# page after the cursor (at, rank, id), in causal order within one instant: block, unblock, erasure,
+# split, merge. The lineage adds the former primaries the identity was split from, each until that
+# split, so a row that was a plain secondary still sees its former identity's merges, and not what
+# happened to that identity afterwards. A block shows its value only if the identity holds it.
+IDENTITY_HISTORY = """
+WITH RECURSIVE lineage(id, until) AS (
+    SELECT i::bigint, 'infinity'::timestamptz FROM jsonb_array_elements_text(%(ids)s::jsonb) AS i
+    UNION
+    SELECT s.former_primary_id, least(l.until, s.split_at)
+    FROM lineage AS l JOIN split_log AS s ON s.primary_ids @> ARRAY[l.id] AND s.split_at <= l.until
+), history AS (
+    SELECT b.created_at AS at, 0 AS rank, b.id, jsonb_build_object(
+        'type', 'block', 'at', b.created_at, 'id', b.id, 'kind', b.kind,
+        'value', CASE WHEN b.value_hash = ANY(%(hashes)s) THEN b.value END, 'reason', b.reason,
+        'addedBy', b.added_by, 'identityId', b.identity_id) AS entry
+    FROM blocked_value AS b
+    WHERE b.value_hash = ANY(%(hashes)s) OR b.id IN (
+        SELECT x.id FROM lineage AS l
+        JOIN blocked_value AS x ON x.identity_id = l.id AND x.created_at <= l.until)
+    UNION ALL
+    SELECT b.removed_at, 1, b.id, jsonb_build_object(
+        'type', 'unblock', 'at', b.removed_at, 'id', b.id, 'kind', b.kind,
+        'value', CASE WHEN b.value_hash = ANY(%(hashes)s) THEN b.value END, 'removedBy', b.removed_by)
+    FROM blocked_value AS b
+    WHERE b.removed_at IS NOT NULL AND (b.value_hash = ANY(%(hashes)s) OR b.id IN (
+        SELECT x.id FROM lineage AS l
+        JOIN blocked_value AS x ON x.identity_id = l.id AND x.removed_at <= l.until))
+    UNION ALL
+    SELECT e.requested_at, 2, e.id, jsonb_build_object(
+        'type', 'erasure', 'at', e.requested_at, 'id', e.id, 'kind', e.kind, 'requestedBy', e.requested_by,
+        'erasedContactIds', e.erased_contact_ids, 'formerPrimaryIds', e.former_primary_ids)
+    FROM erasure_request AS e
+    WHERE e.id IN (
+        SELECT x.id FROM lineage AS l
+        JOIN erasure_request AS x ON x.former_primary_ids @> ARRAY[l.id] AND x.requested_at <= l.until)
+    UNION ALL
+    SELECT s.split_at, 3, s.id, jsonb_build_object(
+        'type', 'split', 'at', s.split_at, 'id', s.id,
+        'cause', jsonb_build_object('type', s.cause_type, 'id', s.cause_id),
+        'formerPrimaryId', s.former_primary_id, 'primaryIds', s.primary_ids)
+    FROM split_log AS s
+    WHERE s.id IN (
+        SELECT x.id FROM lineage AS l JOIN split_log AS x
+        ON (x.former_primary_id = l.id OR x.primary_ids @> ARRAY[l.id]) AND x.split_at <= l.until)
+    UNION ALL
+    SELECT m.merged_at, 4, m.id, jsonb_build_object(
+        'type', 'merge', 'at', m.merged_at, 'id', m.id, 'source', m.source,
+        'sourceEventId', m.source_event_id, 'email', m.email, 'phoneNumber', m.phone_number,
+        'survivingPrimaryId', m.surviving_primary_id, 'mergedPrimaryIds', m.merged_primary_ids,
+        'relinkedContactIds', m.relinked_contact_ids)
+    FROM merge_log AS m
+    WHERE m.id IN (
+        SELECT x.id FROM lineage AS l JOIN merge_log AS x
+        ON (x.surviving_primary_id = l.id OR x.merged_primary_ids @> ARRAY[l.id]
+            OR x.relinked_contact_ids @> ARRAY[l.id]) AND x.merged_at <= l.until)
+)
+SELECT at, rank, id, entry FROM history
+WHERE %(after_at)s::timestamptz IS NULL
+   OR (at, rank, id) > (%(after_at)s::timestamptz, %(after_rank)s::int, %(after_id)s::bigint)
+ORDER BY at, rank, id
+LIMIT %(limit)s"""
+
 # --- reads ------------------------------------------------------------------------------------------
 
 CLUSTER_OF_CONTACT = """
@@ -234,6 +346,10 @@ FROM outbox
 WHERE published_at IS NULL
 ORDER BY id
 LIMIT %s"""
+# A publishing round holds the shared lock; an erasure takes it exclusively before it scrubs payloads.
+OUTBOX_ROUND_LOCK = "SELECT pg_advisory_lock_shared(hashtextextended('identity.outbox', 0))"
+OUTBOX_ROUND_UNLOCK = "SELECT pg_advisory_unlock_shared(hashtextextended('identity.outbox', 0))"
+OUTBOX_ERASURE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('identity.outbox', 0))"
 OUTBOX_MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE id = ANY(%s::bigint[])"
 OUTBOX_BACKLOG = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
 # Bounded chunks keep each delete short; callers repeat until a chunk comes back short.

@@ -16,11 +16,13 @@ from pydantic import BaseModel
 
 from consumer.contract import (
     CHECKOUT_TYPE,
+    ERASED_TYPE,
     MERGED_TYPE,
     RESOLVED_TYPE,
     SPLIT_TYPE,
     CheckoutData,
     CloudEvent,
+    ErasedData,
     IdentifyResponse,
     MergedData,
     ResolvedData,
@@ -57,8 +59,15 @@ def schemas() -> dict[str, dict[str, Any]]:
             SPLIT_TYPE,
             SplitData,
             "serialization",
-            "One per identity divided by a blocked value or an erasure (rule 15); keyed by the former "
-            "primary id.",
+            "One per identity divided by a blocked value, and per identity an erasure took rows from "
+            "(rule 15); keyed by the former primary id.",
+        ),
+        f"{ERASED_TYPE}.json": _event(
+            ERASED_TYPE,
+            ErasedData,
+            "serialization",
+            "One per identity an erasure request deleted rows of (ids only, no personal data); keyed by "
+            "the former primary id, followed by the identity.split saying what remains.",
         ),
         "identify-response.json": _document(
             "identify-response.json",

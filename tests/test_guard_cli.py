@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +12,7 @@ import pytest
 from consumer.core import Guardrails, check_invariants, reconcile
 from consumer.migrate import migrate
 from tests.core.helpers import request
+from tests.support.processes import identity
 from tests.support.services import fresh_database
 
 
@@ -23,17 +21,6 @@ def url(database_url: str) -> Iterator[str]:
     with fresh_database(database_url) as fresh:
         migrate(fresh)
         yield fresh
-
-
-def identity(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "consumer", *args],
-        env={**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "WARNING"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def primaries(conn: psycopg.Connection[Any]) -> int:

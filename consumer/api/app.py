@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from psycopg_pool import ConnectionPool
 
 from consumer import db
-from consumer.api import auth, blocks, errors, metrics, routes
+from consumer.api import auth, blocks, errors, lifecycle, metrics, routes
 from consumer.api.batching import Reconciler
 from consumer.api.db import Database
 from consumer.config import Settings, get_settings
@@ -53,11 +53,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(blocks.router)
+    app.include_router(lifecycle.router)
     app.mount("/console", create_console(app, settings))
     app.add_middleware(metrics.MetricsMiddleware)
     openapi = app.openapi()
-    openapi["components"]["schemas"]["IdentifyRequest"] = routes.identify_request_schema(normalizer)
-    openapi["components"]["schemas"]["BlockRequest"] = blocks.block_request_schema(normalizer)
+    schemas = openapi["components"]["schemas"]
+    schemas["IdentifyRequest"] = routes.identify_request_schema(normalizer)
+    schemas["BlockRequest"] = blocks.block_request_schema(normalizer)
+    schemas["ErasureRequest"] = lifecycle.erasure_request_schema(schemas["IdentifyRequest"])
     auth.document(openapi)
     return app
 

