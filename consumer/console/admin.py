@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from consumer.clients import Client
 from consumer.console import lifecycle
-from consumer.console.lifecycle import Effect, Kind, Pending, Reason
+from consumer.console.lifecycle import Effect, Kind, Reason
 from consumer.console.pages import MAX_ID, lookup_value, redirect, render
 from consumer.console.session import Admin, CsrfChecked, database
 from consumer.core.blocking import BlockRefused
@@ -70,10 +70,7 @@ async def erase(request: Request, operator: Admin, kind: KindField, value: Value
     """Erase, then show the events by the request's id: the value itself is not shown again."""
     normalized = _normalized(request, kind, value)
     work = partial(lifecycle.erase, kind=kind, value=normalized, **_by(request, operator), dry_run=False)
-    try:
-        effect: Effect = await database(request).run(work)
-    except Pending as exc:
-        return _pending(request, "Erasure", exc)
+    effect: Effect = await database(request).run(work)
     return redirect(request, "erasure_done", request_id=effect.cause_id)
 
 
@@ -131,17 +128,10 @@ ValueChange = Callable[..., Effect]
 
 
 async def _page(request: Request, template: str, title: str, work: Work, **context: Any) -> Response:
-    """Run `work` and render its result as `found`, or say what has not landed yet."""
+    """Run `work` and render its result as `found`, or why the core refused."""
     try:
         found = await database(request).run(work)
-    except Pending as exc:
-        return _pending(request, title, exc)
     except BlockRefused as exc:
         status = 404 if exc.code == "not_found" else 409
         return render(request, "error.html", status=status, title=title, message=str(exc))
     return render(request, template, title=title, found=found, **context)
-
-
-def _pending(request: Request, title: str, exc: Pending) -> Response:
-    message = f"Not available yet: {exc} has not landed in this build."
-    return render(request, "error.html", status=501, title=title, message=message)

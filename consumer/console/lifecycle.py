@@ -16,19 +16,16 @@ import psycopg
 
 from consumer import queries
 from consumer.console import identity
-from consumer.core import ContactView, Guardrails
+from consumer.core import ContactView, Guardrails, contact_view
 from consumer.core.blocking import BlockRefused, block_value, unblock_value
 from consumer.core.blocklist import Blocklist
+from consumer.core.erasure import erase as erase_value
 from consumer.core.graph import Contact, IdentityGraph
 from consumer.core.links import components, link_graph
 
 Kind = Literal["email", "phone"]
 Reason = Literal["operator", "fan_out", "identity_cap", "builtin"]
 REASONS: tuple[Reason, ...] = get_args(Reason)
-
-
-class Pending(Exception):
-    """The core this needs has not landed in this build."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +108,11 @@ def _regrouped(
 def erase(
     conn: psycopg.Connection[Any], kind: Kind, value: str, by: str, guardrails: Guardrails, *, dry_run: bool
 ) -> Effect:
-    raise Pending("erasure (rule 17)")
+    with conn.transaction():
+        primaries = [p for (p,) in conn.execute(queries.CONSOLE_PRIMARIES_HOLDING[kind], [value])]
+        before = tuple(view for p in primaries if (view := contact_view(conn, p)) is not None)
+    done = erase_value(conn, kind, value, by, guardrails, dry_run=dry_run)
+    return Effect(done.request_id, before, done.identities, done.erased_contact_ids)
 
 
 def erasure_events(conn: psycopg.Connection[Any], request_id: int) -> list[tuple[str, dict[str, Any]]]:

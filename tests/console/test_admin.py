@@ -15,10 +15,6 @@ HUB_PHONE = "5550000"
 # Three customers typed the same call-centre phone: under rules 3-7 alone, one identity of three rows.
 HUB = [(f"caller{i}@hillvalley.edu", HUB_PHONE, f"2024-01-0{i + 1}") for i in range(3)]
 
-PENDING_ERASURE = pytest.mark.xfail(
-    reason="pending: the erasure core (rule 17) has not landed in main", strict=False
-)
-
 
 @pytest.fixture
 def hub(db: psycopg.Connection[Any]) -> list[int]:
@@ -78,7 +74,6 @@ def test_block_a_hub_value_then_unblock_it(browser: Browser, hub: list[int], adm
     assert graph_size(browser) == (3, 2), "unblocking merged them again"
 
 
-@PENDING_ERASURE
 def test_erase_with_a_preview(
     browser: Browser, hillvalley: list[int], admin_key: str, db: psycopg.Connection[Any]
 ) -> None:
