@@ -131,6 +131,22 @@ class Settings(BaseSettings):
         20, ge=1, description="failed authentications a peer may make at once"
     )
 
+    console_secret_key: str | None = Field(
+        None,
+        description="signs the operator console's session cookie (unset: a random key per start, so a "
+        "restart signs every operator out; set it for API processes on several hosts)",
+    )
+    console_session_max_age_s: int = Field(8 * 3600, ge=60, description="how long a console sign-in lasts")
+    console_secure_cookie: bool = Field(
+        False, description="send the console's session cookie over HTTPS only (set it behind TLS)"
+    )
+    console_worker_metrics_url: str | None = Field(
+        None,
+        description="where the console's pipeline page reads the worker's Prometheus metrics "
+        "(unset: `http://127.0.0.1:WORKER_METRICS_PORT/metrics`)",
+    )
+    console_refresh_s: float = Field(5.0, gt=0, description="how often the console's pipeline page refreshes")
+
     default_phone_region: str | None = Field(
         None, description="e.g. `US`: store phones that are possible numbers there as E.164"
     )

@@ -274,6 +274,60 @@ WHERE deleted_at IS NULL AND coalesce(linked_id, id) = (
     SELECT coalesce(linked_id, id) FROM contact WHERE id = %s AND deleted_at IS NULL
 )"""
 
+# --- operator console (reads only) ------------------------------------------------------------------
+
+PRIMARY_OF_EMAIL = """
+SELECT coalesce(linked_id, id) FROM contact WHERE deleted_at IS NULL AND email = %s LIMIT 1"""
+PRIMARY_OF_PHONE = """
+SELECT coalesce(linked_id, id) FROM contact WHERE deleted_at IS NULL AND phone_number = %s LIMIT 1"""
+PRIMARY_OF_CONTACT = "SELECT coalesce(linked_id, id) FROM contact WHERE deleted_at IS NULL AND id = %s"
+CONSOLE_IDENTITY_ROWS = """
+SELECT id, email, phone_number, linked_id, created_at, source, source_event_id
+FROM contact WHERE deleted_at IS NULL AND coalesce(linked_id, id) = %s
+ORDER BY created_at, id"""
+CONSOLE_IDENTITY_MERGES = """
+SELECT merged_at, source, source_event_id, surviving_primary_id, merged_primary_ids
+FROM merge_log WHERE surviving_primary_id = ANY(%s::bigint[]) OR merged_primary_ids && %s::bigint[]
+ORDER BY merged_at, id"""
+CONSOLE_IDENTITY_SPLITS = """
+SELECT split_at, cause_type, cause_id, former_primary_id, primary_ids
+FROM split_log WHERE former_primary_id = ANY(%s::bigint[]) OR primary_ids && %s::bigint[]
+ORDER BY split_at, id"""
+CONSOLE_IDENTITY_BLOCKS = """
+SELECT created_at, id, kind, reason, added_by FROM blocked_value WHERE identity_id = ANY(%s::bigint[])
+ORDER BY created_at, id"""
+CONSOLE_RECENT_AUTO_BLOCKS = """
+SELECT kind, value, reason, identity_id, created_at FROM blocked_value
+WHERE reason IN ('fan_out', 'identity_cap') ORDER BY created_at DESC, id DESC LIMIT 10"""
+# Blocks, newest first, with the live size of the identity each was found in.
+CONSOLE_BLOCKS = """
+SELECT b.id, b.kind, b.value, b.reason, b.added_by, b.identity_id,
+       (SELECT nullif(count(*), 0) FROM contact AS c
+        WHERE c.deleted_at IS NULL AND coalesce(c.linked_id, c.id) = (
+            SELECT coalesce(linked_id, id) FROM contact WHERE id = b.identity_id AND deleted_at IS NULL)),
+       b.created_at, b.removed_at
+FROM blocked_value AS b
+WHERE b.removed_at IS NULL AND (%(reason)s::text IS NULL OR b.reason = %(reason)s)
+ORDER BY b.created_at DESC, b.id DESC
+LIMIT 500"""
+CONSOLE_PRIMARIES_HOLDING = {
+    "email": """
+SELECT DISTINCT coalesce(linked_id, id) FROM contact WHERE deleted_at IS NULL AND email = %s ORDER BY 1""",
+    "phone": """
+SELECT DISTINCT coalesce(linked_id, id) FROM contact WHERE deleted_at IS NULL AND phone_number = %s
+ORDER BY 1""",
+}
+CONSOLE_BLOCK_VALUE = "SELECT kind, value FROM blocked_value WHERE id = %s AND removed_at IS NULL"
+CONSOLE_ERASURE_EVENTS = """
+SELECT event_type, payload::jsonb FROM outbox
+WHERE (event_type = 'identity.erased' AND (payload->'data'->>'erasureRequestId')::bigint = %(id)s)
+   OR (event_type = 'identity.split' AND payload->'data'->'cause'->>'type' = 'erasure'
+       AND (payload->'data'->'cause'->>'id')::bigint = %(id)s)
+ORDER BY id"""
+OUTBOX_HEALTH = """
+SELECT count(*), extract(epoch FROM now() - min(created_at))::float8
+FROM outbox WHERE published_at IS NULL"""
+
 # --- outbox relay -----------------------------------------------------------------------------------
 
 # One relay publishes at a time: a session lock, released when the leader's connection ends.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 from contextlib import ExitStack
 
@@ -24,6 +25,9 @@ def run_api(
             os.environ[MULTIPROC_ENV] = stack.enter_context(
                 tempfile.TemporaryDirectory(prefix="identity-api-metrics-")
             )
+        if workers > 1 and not settings.console_secret_key:
+            # One key for every worker process, so a console session is valid whichever one answers.
+            os.environ["CONSOLE_SECRET_KEY"] = secrets.token_urlsafe(32)
         uvicorn.run(
             "consumer.api.app:create_app",
             factory=True,

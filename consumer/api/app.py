@@ -20,6 +20,7 @@ from consumer.api import auth, blocks, errors, lifecycle, metrics, routes
 from consumer.api.batching import Reconciler
 from consumer.api.db import Database
 from consumer.config import Settings, get_settings
+from consumer.console import create_console
 from consumer.core import Guardrails
 from consumer.logs import configure_logging
 from consumer.normalize import Normalizer
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes.router)
     app.include_router(blocks.router)
     app.include_router(lifecycle.router)
+    app.mount("/console", create_console(app, settings))
     app.add_middleware(metrics.MetricsMiddleware)
     openapi = app.openapi()
     schemas = openapi["components"]["schemas"]

@@ -70,6 +70,7 @@ def run_demo(
         status, answer = _post(f"{api_url}/identify", body, api_key)
         say(f"POST /identify {orjson.dumps(body).decode()} -> {status}")
         say(f"  {answer.decode()}")
+    say(f"see it in the operator console: {api_url}/console, search lorraine@hillvalley.edu")
 
 
 class _Outputs:

@@ -187,6 +187,7 @@ def _announce(settings: Settings, database_url: str, bootstrap: str, api_url: st
         f"            {', '.join(settings.output_topics().values())}; dead letters: {settings.dlq_topic}",
     )
     say("dev", f"API         {api_url}  (metrics at /metrics)")
+    say("dev", f"console     {api_url}/console  (operator console: sign in with an API key)")
     for name, port in (("worker", settings.worker_metrics_port), ("relay", settings.relay_metrics_port)):
         if port:
             say("dev", f"metrics     {name}: http://{settings.metrics_host}:{port}/metrics")

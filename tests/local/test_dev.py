@@ -103,6 +103,7 @@ def test_dev_stack_runs_the_demo_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         '"emails":["george@hillvalley.edu","biffsucks@hillvalley.edu"],"phoneNumbers":["919191","717171"]'
         in (output)
     )
+    assert f"console     http://127.0.0.1:{env['API_PORT']}/console" in output
     assert "dev | stopping" in output
     assert "every event is processed and every output event published" in output, output
     assert "lost" not in output
