@@ -23,8 +23,8 @@ from consumer.core import (
     Guardrails,
     IdempotencyKeyReused,
     IdentifiersBlocked,
+    Input,
     KeyConflict,
-    Request,
     Resolution,
     reconcile_batch,
 )
@@ -32,7 +32,7 @@ from consumer.db import unavailable
 
 log = structlog.get_logger(__name__)
 
-_Call = tuple[Request, "asyncio.Future[Resolution]"]
+_Call = tuple[Input, "asyncio.Future[Resolution]"]
 
 
 class Reconciler:
@@ -54,7 +54,7 @@ class Reconciler:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def reconcile(self, request: Request) -> Resolution:
+    async def reconcile(self, request: Input) -> Resolution:
         """Apply one call; raises like `consumer.core.reconcile`."""
         future: asyncio.Future[Resolution] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((request, future))

@@ -21,7 +21,7 @@ from consumer.api.responses import json_response
 from consumer.audit import Action, record_audit
 from consumer.clients import Client
 from consumer.contract import IdentifyResponse
-from consumer.core import ContactView, Request, contact_view
+from consumer.core import ContactView, Input, contact_view
 from consumer.migrate import pending
 from consumer.normalize import Normalizer
 
@@ -169,7 +169,7 @@ async def identify(
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    request = Request(
+    request = Input(
         identifiers,
         source=settings.api_source,
         # Scoped per client: two clients' "order-42" are two calls. Names cannot hold a '/'.

@@ -40,7 +40,7 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class Request:
+class Input:
     """One input: the normalized identifiers and where they came from."""
 
     identifiers: Identifiers
@@ -147,7 +147,7 @@ class IdempotencyKeyReused(Exception):
 
 
 def reconcile(
-    conn: psycopg.Connection[Any], request: Request, guard: Guardrails = DEFAULT_GUARDRAILS
+    conn: psycopg.Connection[Any], request: Input, guard: Guardrails = DEFAULT_GUARDRAILS
 ) -> Resolution:
     """Apply one input in its own transaction; raises `IdempotencyKeyReused` on a conflicting replay and
     `IdentifiersBlocked` when all its identifiers are blocked."""
@@ -160,7 +160,7 @@ def reconcile(
 
 
 def reconcile_batch(
-    conn: psycopg.Connection[Any], requests: Sequence[Request], guard: Guardrails = DEFAULT_GUARDRAILS
+    conn: psycopg.Connection[Any], requests: Sequence[Input], guard: Guardrails = DEFAULT_GUARDRAILS
 ) -> list[Result]:
     """Apply many inputs, with the same results as applying them one by one in order.
 
@@ -197,7 +197,7 @@ def with_identities(
     same locks as reconciliation, so they are safe against any worker or API call at the same moment.
     Inside a transaction of the caller's, this one is a savepoint of it.
     """
-    requests = [Request(ids, source="", event_id="", idempotent=False) for ids in identifiers]
+    requests = [Input(ids, source="", event_id="", idempotent=False) for ids in identifiers]
 
     def body(tx: Transaction, extra: set[int], wait: bool) -> T:
         tx.lock_all(extra)
@@ -216,7 +216,7 @@ def _check_idle(conn: psycopg.Connection[Any]) -> None:
 def _transaction(
     conn: psycopg.Connection[Any],
     body: Callable[[Transaction, set[int], bool], T],
-    requests: Sequence[Request],
+    requests: Sequence[Input],
     guard: Guardrails,
     wait: bool,
 ) -> T:
@@ -262,7 +262,7 @@ class _PrimaryBusy(Exception):
 class Transaction:
     """One transaction's work: lock, load the identities, apply inputs or operations, write it all."""
 
-    def __init__(self, conn: psycopg.Connection[Any], requests: Sequence[Request], guard: Guardrails) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], requests: Sequence[Input], guard: Guardrails) -> None:
         self.conn = conn
         self.requests = requests
         self.limits = guard
@@ -271,7 +271,7 @@ class Transaction:
         self.graph: IdentityGraph
         self.now: datetime
         self.guard: Guard
-        self.created_by: dict[int, Request] = {}
+        self.created_by: dict[int, Input] = {}
         self.merges: list[dict[str, object]] = []
         self.splits: list[dict[str, object]] = []
         self.processed: list[dict[str, object]] = []
@@ -307,7 +307,7 @@ class Transaction:
         _, locked = self._lock(extra_primaries, wait=True)
         self._load_clusters(locked)
 
-    def _apply(self, request: Request, seen: dict[tuple[str, str], tuple[bytes, dict[str, Any]]]) -> Result:
+    def _apply(self, request: Input, seen: dict[tuple[str, str], tuple[bytes, dict[str, Any]]]) -> Result:
         self._ids_wanted -= 1
         key = (request.source, request.event_id)
         if request.idempotent and key in seen:
@@ -336,7 +336,7 @@ class Transaction:
             self.record_merge(request.source, request.event_id, Identifiers(email, phone), applied.merge)
         return resolution
 
-    def _current_view(self, request: Request, stored: dict[str, Any]) -> ContactView:
+    def _current_view(self, request: Input, stored: dict[str, Any]) -> ContactView:
         """A replay's identity as it is now: the one holding the input's values, if any still does."""
         graph, ids = self.graph, request.identifiers
         values: tuple[tuple[Kind, str | None], ...] = (("email", ids.email), ("phone", ids.phone))
@@ -432,7 +432,7 @@ class Transaction:
             self._free_ids = [row[0] for row in cursor.fetchall()][::-1]
         return self._free_ids.pop()
 
-    def _remember(self, request: Request, digest: bytes, result: dict[str, Any]) -> None:
+    def _remember(self, request: Input, digest: bytes, result: dict[str, Any]) -> None:
         self.processed.append(
             {
                 "source": request.source,
@@ -530,11 +530,11 @@ def _independent(
     return ready
 
 
-def _values(r: Request) -> list[tuple[Kind, str]]:
+def _values(r: Input) -> list[tuple[Kind, str]]:
     return values_of(r.identifiers.email, r.identifiers.phone)
 
 
-def _lock_keys(r: Request) -> list[int]:
+def _lock_keys(r: Input) -> list[int]:
     keys = [lock_key("event", r.source, r.event_id)] if r.idempotent else []
     if r.identifiers.email is not None:
         keys.append(lock_key("email", r.identifiers.email))

@@ -1,4 +1,4 @@
-"""One Kafka record -> a reconciliation `Request`, or the reason it goes to the dead-letter topic.
+"""One Kafka record -> a reconciliation `Input`, or the reason it goes to the dead-letter topic.
 
 Both CloudEvents 1.0 content modes are accepted: structured (the value is the JSON envelope) and binary
 (`ce_*` headers, the value is `data`). The `cloudevents` Kafka binding does the mode detection and the
@@ -25,7 +25,7 @@ from cloudevents.core.v1.event import CloudEvent
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from consumer.contract import CHECKOUT_TYPE, CheckoutData
-from consumer.core import Request
+from consumer.core import Input
 from consumer.normalize import IdentifierError, MissingIdentifiers, Normalizer, storable
 
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
@@ -64,7 +64,7 @@ class _Rejected(Exception):
         self.dead_letter = DeadLetter(reason, message)
 
 
-def decode(value: bytes | None, headers: Headers | None, normalizer: Normalizer) -> Request | DeadLetter:
+def decode(value: bytes | None, headers: Headers | None, normalizer: Normalizer) -> Input | DeadLetter:
     """Never raises: anything that is not a usable `checkout.completed` event becomes a `DeadLetter`."""
     try:
         return _decode(value, header_dict(headers), normalizer)
@@ -74,7 +74,7 @@ def decode(value: bytes | None, headers: Headers | None, normalizer: Normalizer)
         return DeadLetter(Reason.INVALID_EVENT, f"not a valid CloudEvents envelope ({type(exc).__name__})")
 
 
-def _decode(value: bytes | None, headers: dict[str, bytes], normalizer: Normalizer) -> Request:
+def _decode(value: bytes | None, headers: dict[str, bytes], normalizer: Normalizer) -> Input:
     if not value:
         raise _Rejected(Reason.UNDECODABLE, "the record has no value")
     binary = any(name.lower().startswith("ce_") for name in headers)
@@ -127,7 +127,7 @@ class _PlainStructuredEvent(BaseModel):
     data: dict[str, Any]
 
 
-def _structured_fast_path(value: bytes, normalizer: Normalizer) -> Request | None:
+def _structured_fast_path(value: bytes, normalizer: Normalizer) -> Input | None:
     """Most events: parsed in one pass by pydantic-core, several times faster than the general binding.
 
     Returns None, never a verdict, for anything unusual: the general path then decides, so both paths
@@ -151,7 +151,7 @@ def _structured_fast_path(value: bytes, normalizer: Normalizer) -> Request | Non
 
 def _request(
     data: dict[str, Any], source: str, event_id: str, time: datetime | None, normalizer: Normalizer
-) -> Request:
+) -> Input:
     try:
         checkout = CheckoutData.model_validate(data, strict=True)
     except ValidationError as exc:
@@ -166,7 +166,7 @@ def _request(
     order_id = None if checkout.orderId is None else str(checkout.orderId)
     if order_id is not None and not storable(order_id):
         raise _Rejected(Reason.INVALID_EVENT, "orderId holds a NUL or an unpaired surrogate character")
-    return Request(
+    return Input(
         identifiers,
         source=source,
         event_id=event_id,

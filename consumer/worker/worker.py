@@ -28,7 +28,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponent
 
 from consumer import db, kafka
 from consumer.config import Settings
-from consumer.core import BlockedInput, Guardrails, KeyConflict, Request, Resolution, Result, reconcile_batch
+from consumer.core import BlockedInput, Guardrails, Input, KeyConflict, Resolution, Result, reconcile_batch
 from consumer.normalize import Normalizer
 from consumer.worker import metrics
 from consumer.worker.decode import DeadLetter, Reason, decode
@@ -52,7 +52,7 @@ _BLOCKED = DeadLetter(
 @dataclass(eq=False)
 class _Item:
     message: Message
-    decoded: Request | DeadLetter
+    decoded: Input | DeadLetter
 
     @property
     def partition(self) -> Partition:
@@ -150,8 +150,8 @@ class Worker:
     def _reconcile(self) -> list[tuple[_Item, Resolution | DeadLetter]]:
         """The batch's records with their result: a resolution, or a dead letter."""
         items = list(self._inflight)
-        good = [item for item in items if isinstance(item.decoded, Request)]
-        requests = [item.decoded for item in good if isinstance(item.decoded, Request)]
+        good = [item for item in items if isinstance(item.decoded, Input)]
+        requests = [item.decoded for item in good if isinstance(item.decoded, Input)]
         results: dict[_Item, Result] = {}
         if requests:
             conn = self._connection()

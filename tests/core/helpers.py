@@ -9,7 +9,7 @@ from typing import Any, LiteralString
 import psycopg
 from psycopg.rows import dict_row
 
-from consumer.core import Request
+from consumer.core import Input
 from consumer.normalize import Normalizer
 from tests.support import SOURCE
 
@@ -31,9 +31,9 @@ def request(
     order_id: str | None = None,
     publish_unchanged: bool = True,
     idempotent: bool = True,
-) -> Request:
+) -> Input:
     """A request from raw values, normalized the way the worker and the API do it."""
-    return Request(
+    return Input(
         NORMALIZER.identifiers(email, phone),
         source=source,
         event_id=event,

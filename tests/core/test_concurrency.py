@@ -17,8 +17,8 @@ from consumer.core import (
     BlockedInput,
     Guardrails,
     IdempotencyKeyReused,
+    Input,
     KeyConflict,
-    Request,
     Resolution,
     Result,
     check_invariants,
@@ -69,7 +69,7 @@ NO_GUARD = Guardrails(max_links_per_value=10**9, max_identifiers_per_identity=10
 SMALL_GUARD = Guardrails(max_links_per_value=5, max_identifiers_per_identity=20)
 
 
-def random_round(rng: random.Random, thread: int, round_: int, hub: bool = False) -> list[Request]:
+def random_round(rng: random.Random, thread: int, round_: int, hub: bool = False) -> list[Input]:
     """With `hub`, one input in five carries the same phone: a shop's till number."""
     day_zero = datetime(2023, 1, 1, tzinfo=UTC)
 
@@ -91,11 +91,11 @@ def random_round(rng: random.Random, thread: int, round_: int, hub: bool = False
         # Random event times: a late older event often takes over its cluster (rule 8).
         when = day_zero + timedelta(minutes=rng.randrange(1000)) if rng.random() < 0.7 else None
         event = f"t{thread}-r{round_}-{n}"
-        inputs.append(Request(Identifiers(email, phone), SOURCE, event, occurred_at=when, order_id=event))
+        inputs.append(Input(Identifiers(email, phone), SOURCE, event, occurred_at=when, order_id=event))
     return inputs
 
 
-def components(requests: list[Request]) -> set[frozenset[str]]:
+def components(requests: list[Input]) -> set[frozenset[str]]:
     """The connected components of the identifiers, each input joining its email and phone."""
     return graph.components((r.identifiers.email, r.identifiers.phone) for r in requests)
 
@@ -109,7 +109,7 @@ def clusters(conn: psycopg.Connection[Any]) -> list[set[str]]:
     return list(by_primary.values())
 
 
-def run_rounds(plans: list[list[list[Request]]], limits: Guardrails, url: str) -> list[Result]:
+def run_rounds(plans: list[list[list[Input]]], limits: Guardrails, url: str) -> list[Result]:
     """Each thread applies its rounds, all threads starting each round together, in random chunks."""
     seed = random.randrange(2**32)
     results: list[Result] = []

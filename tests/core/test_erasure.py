@@ -11,7 +11,7 @@ import psycopg
 
 from consumer import queries
 from consumer.contract import ERASED_TYPE, SPLIT_TYPE, ErasedData, SplitData
-from consumer.core import ContactView, Guardrails, Request, check_invariants, reconcile, reconcile_batch
+from consumer.core import ContactView, Guardrails, Input, check_invariants, reconcile, reconcile_batch
 from consumer.core.blocklist import lock_key, value_hash
 from consumer.core.erasure import Erasure, erase
 from consumer.core.events import EVENT_SOURCE, output_event_id
@@ -30,9 +30,9 @@ LORRAINE, MCFLY, DOC, BIFF = (
 GUARD = Guardrails()
 
 
-def api_call(email: str | None, phone: str | None, key: str) -> Request:
+def api_call(email: str | None, phone: str | None, key: str) -> Input:
     """A POST /identify with an Idempotency-Key: its stored answer keeps the identity's values."""
-    return Request(
+    return Input(
         NORMALIZER.identifiers(email, phone),
         source="identity-api",
         event_id=key,

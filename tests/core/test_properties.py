@@ -27,8 +27,8 @@ from consumer.core import (
     Guardrails,
     IdempotencyKeyReused,
     IdentifiersBlocked,
+    Input,
     KeyConflict,
-    Request,
     Result,
     check_invariants,
     reconcile,
@@ -54,7 +54,7 @@ When = int | str
 
 
 @dataclass(frozen=True)
-class Input:
+class Checkout:
     email: str | None
     phone: str | None
     when: When
@@ -77,8 +77,8 @@ class Erase:
     of: int
 
 
-Step = Input | Replay | Erase
-Planned = list[tuple[Request | None, Step]]
+Step = Checkout | Replay | Erase
+Planned = list[tuple[Input | None, Step]]
 
 
 def identifiers() -> st.SearchStrategy[tuple[str | None, str | None]]:
@@ -87,13 +87,13 @@ def identifiers() -> st.SearchStrategy[tuple[str | None, str | None]]:
 
 
 times: st.SearchStrategy[When] = st.integers(0, 6) | st.just(NOW) | st.just(FUTURE)
-inputs = st.tuples(identifiers(), times).map(lambda t: Input(t[0][0], t[0][1], t[1]))
+inputs = st.tuples(identifiers(), times).map(lambda t: Checkout(t[0][0], t[0][1], t[1]))
 replays = st.tuples(st.integers(0, 29), st.booleans(), identifiers()).map(
     lambda t: Replay(t[0], t[1], t[2][0], t[2][1])
 )
 # Checkouts that share the first phone or the first email: hubs, for the guardrails (rules 13-14).
 hub_inputs = st.tuples(st.sampled_from(EMAILS), st.sampled_from(PHONES), times, st.booleans()).map(
-    lambda t: Input(t[0], PHONES[0], t[2]) if t[3] else Input(EMAILS[0], t[1], t[2])
+    lambda t: Checkout(t[0], PHONES[0], t[2]) if t[3] else Checkout(EMAILS[0], t[1], t[2])
 )
 steps = st.lists(st.one_of(inputs, inputs, hub_inputs, hub_inputs, replays), min_size=8, max_size=30)
 erasing_steps = st.lists(
@@ -115,13 +115,13 @@ def event_time(when: When) -> datetime | None:
 def plan(sequence: Sequence[Step]) -> Planned:
     """Requests for the steps; a replay refers to an earlier input (by position among the inputs)."""
     planned: Planned = []
-    sent: list[Request] = []
+    sent: list[Input] = []
     for step in sequence:
         if isinstance(step, Erase):
             planned.append((None, step))
             continue
-        if isinstance(step, Input):
-            request = Request(
+        if isinstance(step, Checkout):
+            request = Input(
                 Identifiers(step.email, step.phone),
                 SOURCE,
                 f"e{len(sent)}",
@@ -134,7 +134,7 @@ def plan(sequence: Sequence[Step]) -> Planned:
             request = sent[step.of % len(sent)]
             if step.changed:
                 # The order id guarantees a different payload even when the identifiers are equal.
-                request = Request(
+                request = Input(
                     Identifiers(step.email, step.phone), SOURCE, request.event_id, order_id="changed"
                 )
         planned.append((request, step))
@@ -359,7 +359,7 @@ def expected(planned: Planned, limits: Guardrails) -> Expected:
     model = Model(limits)
     answers: list[Canon] = []
     changed: list[set[int]] = []
-    first: dict[str, tuple[Request, Canon]] = {}
+    first: dict[str, tuple[Input, Canon]] = {}
     whens: dict[str, When] = {}
     for request, step in planned:
         model.changed = set()
@@ -371,7 +371,7 @@ def expected(planned: Planned, limits: Guardrails) -> Expected:
         assert request is not None
         ids = request.identifiers
         recorded = first.get(request.event_id)
-        if isinstance(step, Input):
+        if isinstance(step, Checkout):
             whens[request.event_id] = step.when
         if recorded is None:
             when = whens[request.event_id] if request.occurred_at is not None else NOW

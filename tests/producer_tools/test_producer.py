@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import pytest
 
 from consumer.config import Settings
-from consumer.core import Request
+from consumer.core import Input
 from consumer.normalize import MissingIdentifiers
 from consumer.worker.decode import decode
 from producer_tools import CheckoutProducer, synthetic_records
@@ -111,7 +111,7 @@ def test_the_worker_decodes_every_producer_event_to_the_same_key() -> None:
             record.email, record.phone, event_id=record.event_id, order_id=record.order_id, time=record.time
         )
         request = decode(message.value, message.headers, normalizer)
-        assert isinstance(request, Request), request
+        assert isinstance(request, Input), request
         assert request.identifiers.partition_key == message.key
         assert (request.source, request.event_id) == (producer.source, record.event_id)
         assert request.occurred_at == record.time

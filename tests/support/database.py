@@ -7,7 +7,7 @@ from typing import Any, LiteralString
 
 import psycopg
 
-from consumer.core import Request, reconcile_batch
+from consumer.core import Input, reconcile_batch
 from consumer.normalize import Normalizer
 from tests.support import SOURCE
 
@@ -61,7 +61,7 @@ def reconcile_events(
 ) -> None:
     """Apply (event id, email, phone) through the core, `batch` events per transaction."""
     normalizer = Normalizer()
-    requests = [Request(normalizer.identifiers(email, phone), SOURCE, eid) for eid, email, phone in events]
+    requests = [Input(normalizer.identifiers(email, phone), SOURCE, eid) for eid, email, phone in events]
     for start in range(0, len(requests), batch):
         reconcile_batch(conn, requests[start : start + batch])
 

@@ -12,7 +12,7 @@ from cloudevents.core.v1.event import CloudEvent
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.core import Request
+from consumer.core import Input
 from consumer.normalize import Identifiers, Normalizer
 from consumer.worker.decode import MAX_KEY_LENGTH, DeadLetter, Reason, decode
 from tests.support.kafka import STRUCTURED, binary, envelope, structured
@@ -23,19 +23,19 @@ EMAIL = "Lorraine@HillValley.example"
 PHONE = "+1 (555) 010-0123"
 
 
-def decoded(value: bytes | None, headers: list[tuple[str, bytes]] | None = None) -> Request | DeadLetter:
+def decoded(value: bytes | None, headers: list[tuple[str, bytes]] | None = None) -> Input | DeadLetter:
     return decode(value, headers, NORMALIZER)
 
 
-def request(record_value: bytes, headers: list[tuple[str, bytes]]) -> Request:
+def request(record_value: bytes, headers: list[tuple[str, bytes]]) -> Input:
     result = decoded(record_value, headers)
-    assert isinstance(result, Request), result
+    assert isinstance(result, Input), result
     return result
 
 
 def test_structured_event_becomes_a_normalized_request() -> None:
     r = structured(envelope("ev-1", f"  {EMAIL} ", PHONE, time=WHEN, order_id=1234))
-    assert request(r.value or b"", r.headers) == Request(
+    assert request(r.value or b"", r.headers) == Input(
         Identifiers("lorraine@hillvalley.example", "+15550100123"),
         source="urn:test:checkout",
         event_id="ev-1",
@@ -173,7 +173,7 @@ def test_bad_records(value: bytes | None, headers: list[tuple[str, bytes]], reas
     ),
 )
 def test_garbage_never_raises(value: bytes | None, headers: list[tuple[str, bytes | None]]) -> None:
-    assert isinstance(decode(value, headers, NORMALIZER), Request | DeadLetter)
+    assert isinstance(decode(value, headers, NORMALIZER), Input | DeadLetter)
 
 
 json_values = st.recursive(
@@ -198,7 +198,7 @@ json_values = st.recursive(
 )
 def test_mutated_envelopes_never_raise(mutations: dict[str, Any], data: dict[str, Any]) -> None:
     event = GOOD | {"data": data} | mutations
-    assert isinstance(decode(json.dumps(event).encode(), STRUCTURED, NORMALIZER), Request | DeadLetter)
+    assert isinstance(decode(json.dumps(event).encode(), STRUCTURED, NORMALIZER), Input | DeadLetter)
 
 
 _attribute = st.one_of(st.none(), st.just(""), st.text(max_size=8), st.integers(), st.booleans())
@@ -273,5 +273,5 @@ def test_fast_path_defers_odd_attributes_to_the_general_path(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("consumer.worker.decode._structured_fast_path", lambda *_: None)
         general = decoded(value, STRUCTURED)
-    assert isinstance(general, Request) == valid
+    assert isinstance(general, Input) == valid
     assert decoded(value, STRUCTURED) == general
