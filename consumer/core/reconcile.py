@@ -19,6 +19,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
 
 import orjson
@@ -93,10 +94,9 @@ class Resolution:
         return stored
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], current: ContactView) -> Resolution:
-        """A replay's answer: the stored identity if kept, else `current`."""
+    def from_json(cls, data: dict[str, Any], current: Callable[[int], ContactView]) -> Resolution:
+        """A replay's answer: the stored identity if kept, else `current(primary id)`, the identity now."""
         merge = data["merge"]
-        contact = current
         if "contact" in data:
             kept = ContactPayload.model_validate(data["contact"])
             contact = ContactView(
@@ -105,6 +105,8 @@ class Resolution:
                 tuple(kept.phoneNumbers),
                 tuple(kept.secondaryContactIds),
             )
+        else:
+            contact = current(data["primaryId"])
         return cls(
             outcome=Outcome(data["outcome"]),
             contact_id=data["contactId"],
@@ -314,7 +316,7 @@ class Transaction:
             digest, stored = seen[key]
             if digest != request.fingerprint:
                 return KeyConflict(*key)
-            return Resolution.from_json(stored, self._current_view(request, stored))
+            return Resolution.from_json(stored, partial(self._current_view, request))
         ids = request.identifiers
         email, phone = self.guard.admit(ids.email, ids.phone)
         self._flush_splits()
@@ -336,14 +338,14 @@ class Transaction:
             self.record_merge(request.source, request.event_id, Identifiers(email, phone), applied.merge)
         return resolution
 
-    def _current_view(self, request: Input, stored: dict[str, Any]) -> ContactView:
-        """A replay's identity as it is now: the one holding the input's values, if any still does."""
-        graph, ids = self.graph, request.identifiers
-        values: tuple[tuple[Kind, str | None], ...] = (("email", ids.email), ("phone", ids.phone))
-        for kind, value in values:
-            if value is not None and (holders := graph.holders(kind, value)):
+    def _current_view(self, request: Input, primary_id: int) -> ContactView:
+        """A replay's identity as it is now: the one holding the input's values, if any still does;
+        else an empty view of the primary it had."""
+        graph = self.graph
+        for kind, value in _values(request):
+            if holders := graph.holders(kind, value):
                 return graph.view(graph.rows[min(holders)].primary_id)
-        return ContactView(stored.get("primaryId", 0), (), (), ())
+        return ContactView(primary_id, (), (), ())
 
     def _lock(self, extra_primaries: set[int], wait: bool) -> tuple[list[bool], set[int]]:
         """Lock what the inputs can touch; returns which inputs go on in this transaction, and the
@@ -536,11 +538,7 @@ def _values(r: Input) -> list[tuple[Kind, str]]:
 
 def _lock_keys(r: Input) -> list[int]:
     keys = [lock_key("event", r.source, r.event_id)] if r.idempotent else []
-    if r.identifiers.email is not None:
-        keys.append(lock_key("email", r.identifiers.email))
-    if r.identifiers.phone is not None:
-        keys.append(lock_key("phone", r.identifiers.phone))
-    return keys
+    return keys + [lock_key(kind, value) for kind, value in _values(r)]
 
 
 def _json(value: object) -> str:
