@@ -198,8 +198,8 @@ def stored_together(conn: psycopg.Connection[Any], data: dict[str, Any]) -> bool
 
 def outcome(conn: psycopg.Connection[Any], key: tuple[str, str] | None) -> bool:
     """True when the event with this idempotency key has been processed and answered."""
-    if key is None:
-        return False
+    if key is None or any("\x00" in part for part in key):
+        return False  # PostgreSQL text cannot hold NUL: such a key is never stored, nor queried for
     row = conn.execute(
         "SELECT count(*) FROM outbox WHERE event_type = 'identity.resolved'"
         " AND payload->'data'->>'sourceEventSource' = %s AND payload->'data'->>'sourceEventId' = %s",
