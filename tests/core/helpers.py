@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, LiteralString
@@ -106,3 +108,17 @@ def execute(conn: psycopg.Connection[Any], statement: LiteralString, params: tup
     """A hand-made change to the tables (corrupting or soft-deleting rows), committed."""
     conn.execute(statement, params)
     conn.commit()
+
+
+def start_until_it_waits(
+    db: psycopg.Connection[Any], conn: psycopg.Connection[Any], work: Callable[[], object], why: str
+) -> threading.Thread:
+    """Run `work` (which uses `conn`) on a thread; return once `conn`'s session waits for a lock."""
+    pid = conn.info.backend_pid
+    thread = threading.Thread(target=work)
+    thread.start()
+    waiting = "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted"
+    while db.execute(waiting, [pid]).fetchone() != (1,):
+        db.rollback()
+        assert thread.is_alive(), why
+    return thread

@@ -27,7 +27,7 @@ from consumer.core import (
 )
 from consumer.core.blocklist import lock_key
 from consumer.normalize import Identifiers
-from tests.core.helpers import contacts, counts, merge_log, request, table
+from tests.core.helpers import contacts, counts, merge_log, request, start_until_it_waits, table
 from tests.support import SOURCE, graph
 
 THREADS = 8
@@ -253,20 +253,6 @@ def test_concurrent_crossed_bridges_merge_once(db: psycopg.Connection[Any], data
     assert {row.id: row.linked_id for row in contacts(db)} == {1: None, 2: 1}
     assert check_invariants(db) == []
     db.rollback()
-
-
-def start_until_it_waits(
-    db: psycopg.Connection[Any], conn: psycopg.Connection[Any], work: Callable[[], object], why: str
-) -> threading.Thread:
-    """Run `work` (which uses `conn`) on a thread; return once `conn`'s session waits for a lock."""
-    pid = conn.info.backend_pid
-    thread = threading.Thread(target=work)
-    thread.start()
-    waiting = "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted"
-    while db.execute(waiting, [pid]).fetchone() != (1,):
-        db.rollback()
-        assert thread.is_alive(), why
-    return thread
 
 
 def test_primary_demoted_while_waiting_for_its_lock(db: psycopg.Connection[Any], database_url: str) -> None:

@@ -17,8 +17,19 @@ from consumer.core.erasure import Erasure, erase
 from consumer.core.events import EVENT_SOURCE, output_event_id
 from consumer.core.reconcile import with_identities
 from consumer.normalize import Identifiers
-from tests.core.helpers import NORMALIZER, at, contacts, counts, execute, merge_log, outbox, request, table
-from tests.core.test_concurrency import run_concurrently, start_until_it_waits
+from tests.core.helpers import (
+    NORMALIZER,
+    at,
+    contacts,
+    counts,
+    execute,
+    merge_log,
+    outbox,
+    request,
+    start_until_it_waits,
+    table,
+)
+from tests.core.test_concurrency import run_concurrently
 from tests.support.services import pg_dump
 
 LORRAINE, MCFLY, DOC, BIFF = (
