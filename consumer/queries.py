@@ -113,7 +113,7 @@ LIMIT 1"""
 REMOVE_BLOCK = """
 UPDATE blocked_value SET removed_at = now(), removed_by = %s
 WHERE id = %s AND removed_at IS NULL
-RETURNING id"""
+RETURNING value_hash"""
 LIST_BLOCKS = """
 SELECT id, kind, value, reason, note, added_by, identity_id, created_at, removed_at, removed_by
 FROM blocked_value

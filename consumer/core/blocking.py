@@ -96,7 +96,9 @@ def unblock_value(
     block = _active_block(conn, block_id)
     if block.value is None:  # erased: no row holds it any more, nothing to merge
         with conn.transaction():
-            conn.execute(queries.REMOVE_BLOCK, [removed_by, block_id])
+            removed = conn.execute(queries.REMOVE_BLOCK, [removed_by, block_id]).fetchone()
+        if removed is not None and guard.blocked_cache is not None:  # only its hash is left to forget
+            guard.blocked_cache.discard(bytes(removed[0]))
         return UnblockResult(block_id, ())
     kind: Kind = "email" if block.kind == "email" else "phone"
     value = block.value

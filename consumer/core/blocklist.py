@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,23 +20,56 @@ from consumer import queries
 from consumer.config import DEV_HASH_KEY, Settings
 from consumer.core.links import Kind
 
+# Past this many entries the cache of blocked values starts afresh, as the API's key cache does.
+CACHE_MAX_ENTRIES = 10_000
+
+
+class BlockedCache:
+    """The keyed hashes of values this process found blocked lately, each for `ttl_s` seconds after the
+    lookup that found it (never the values themselves).
+
+    A hint, never the truth: an input skips the locks of a value it holds, and its transaction reads the
+    block again once it holds its row locks (`Transaction._lock`), so a stale entry costs a restart, not
+    a wrong answer. Shared by a process's threads: each operation is one dict operation.
+    """
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._expiry: dict[bytes, float] = {}
+
+    def __contains__(self, digest: bytes) -> bool:
+        expiry = self._expiry.get(digest)
+        return expiry is not None and self._clock() < expiry
+
+    def add(self, digest: bytes) -> None:
+        if len(self._expiry) >= CACHE_MAX_ENTRIES:
+            self._expiry.clear()
+        self._expiry[digest] = self._clock() + self._ttl_s
+
+    def discard(self, digest: bytes) -> None:
+        self._expiry.pop(digest, None)
+
 
 @dataclass(frozen=True, slots=True)
 class Guardrails:
-    """The limits of rules 12-14 and the key of the blocklist's hashes."""
+    """The limits of rules 12-14, the key of the blocklist's hashes, and an API process's cache of
+    blocked values (None elsewhere: the worker and the CLI look every block up)."""
 
     max_links_per_value: int = 20
     max_identifiers_per_identity: int = 100
     junk_patterns: bool = True
     hash_key: bytes = DEV_HASH_KEY.encode()
+    blocked_cache: BlockedCache | None = None
 
     @classmethod
-    def of(cls, settings: Settings) -> Guardrails:
+    def of(cls, settings: Settings, blocked_cache: BlockedCache | None = None) -> Guardrails:
         return cls(
             settings.max_links_per_value,
             settings.max_identifiers_per_identity,
             settings.blocklist_patterns,
             settings.identity_hash_key.get_secret_value().encode(),
+            blocked_cache,
         )
 
 
@@ -76,10 +110,13 @@ class Blocklist:
     _known: dict[tuple[Kind, str], bool] = field(default_factory=dict)
     _pending: list[tuple[dict[bytes, tuple[Kind, str]], psycopg.Cursor[Any]]] = field(default_factory=list)
 
-    def prefetch(self, values: Iterable[tuple[Kind, str]]) -> None:
-        """Send the lookup of `values` now (it can share a round trip); read it back when needed."""
+    def prefetch(self, values: Iterable[tuple[Kind, str]], *, again: bool = False) -> None:
+        """Send the lookup of `values` now (it can share a round trip); read it back when needed. With
+        `again`, values looked up before are looked up anew: the lookup sent last decides."""
         key = self.guard.hash_key
-        wanted = {value_hash(*v, key): v for v in values if v not in self._known and not self._junk(*v)}
+        wanted = {
+            value_hash(*v, key): v for v in values if (again or v not in self._known) and not self._junk(*v)
+        }
         if wanted:
             self._pending.append((wanted, self.conn.execute(queries.BLOCKED_HASHES, [list(wanted)])))
             for v in wanted.values():
@@ -94,6 +131,14 @@ class Blocklist:
             self.prefetch([(kind, value)])
             self._settle()
         return self._known[kind, value]
+
+    def known_blocked(self, kind: Kind, value: str) -> bool:
+        """Blocked as far as this process knows without asking the database: a junk value, or one in the
+        cache. The cache's word is a hint only: look the value up `again` before relying on it."""
+        cache = self.guard.blocked_cache
+        return self._junk(kind, value) or (
+            cache is not None and value_hash(kind, value, self.guard.hash_key) in cache
+        )
 
     def add(
         self,
@@ -114,6 +159,7 @@ class Blocklist:
             queries.INSERT_BLOCK, [kind, value, digest, reason, note, added_by, identity_id, digest]
         ).fetchone()
         assert row is not None
+        self._settle()  # a lookup still to be read must not undo this
         self._known[kind, value] = True
         return int(row[0]), bool(row[1])
 
@@ -121,12 +167,18 @@ class Blocklist:
         """The value's block was removed in this transaction (after any lookup still to be read)."""
         self._settle()
         self._known[kind, value] = False
+        if self.guard.blocked_cache is not None:
+            self.guard.blocked_cache.discard(value_hash(kind, value, self.guard.hash_key))
 
     def _junk(self, kind: Kind, value: str) -> bool:
         return self.guard.junk_patterns and junk_value(kind, value)
 
     def _settle(self) -> None:
+        cache = self.guard.blocked_cache
         for wanted, cursor in self._pending:
-            for (digest,) in cursor.fetchall():
-                self._known[wanted[bytes(digest)]] = True
+            found = {bytes(digest) for (digest,) in cursor.fetchall()}
+            for digest, value in wanted.items():
+                self._known[value] = digest in found
+                if cache is not None:  # found: remembered for the next inputs; not found: a stale entry goes
+                    (cache.add if digest in found else cache.discard)(digest)
         self._pending.clear()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
@@ -237,10 +237,12 @@ def _transaction(
             # Rare (a merge raced the lookup): the restart waits for that primary in the global order.
             extra_primaries |= exc.primaries
             wait = True
-        except (errors.DeadlockDetected, errors.SerializationFailure):
+        except (errors.DeadlockDetected, errors.SerializationFailure) as exc:
             # Blocks take a value's lock out of the global order (rules 13-14): rare, and retried.
             if attempt == _MAX_ATTEMPTS:
                 raise
+            if isinstance(exc, _StaleBlock):  # the retry trusts no cache: it locks what it must at once
+                guard = replace(guard, blocked_cache=None)
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
@@ -259,6 +261,11 @@ class _PrimaryBusy(Exception):
     def __init__(self, primaries: set[int], error: errors.LockNotAvailable) -> None:
         self.primaries = primaries
         self.error = error
+
+
+class _StaleBlock(errors.SerializationFailure):
+    """A value the cache said was blocked is not any more (another process unblocked it): the
+    transaction read something a concurrent one changed, a serialization failure like any other."""
 
 
 class Transaction:
@@ -283,10 +290,12 @@ class Transaction:
         """How many inputs are left to apply: the size of the next block of contact ids fetched."""
         self._known: set[tuple[Kind, str]] = set()
         """The values of the inputs going on that live rows held when looked up."""
+        self._skipped: set[tuple[Kind, str]] = set()
+        """The inputs' values known to be blocked: neither locked nor looked up (see `_lock`)."""
 
     def run(self, extra_primaries: set[int], wait: bool) -> list[Result | None]:
         """Apply the inputs that can go on now; None for those left for the next transaction."""
-        ready, locked = self._lock(extra_primaries, wait)
+        ready, locked = self._lock(extra_primaries, wait, skip_blocked=True)
         conn, requests = self.conn, [r for r, go in zip(self.requests, ready, strict=True) if go]
         if not requests:
             return [None] * len(ready)
@@ -347,7 +356,9 @@ class Transaction:
                 return graph.view(graph.rows[min(holders)].primary_id)
         return ContactView(primary_id, (), (), ())
 
-    def _lock(self, extra_primaries: set[int], wait: bool) -> tuple[list[bool], set[int]]:
+    def _lock(
+        self, extra_primaries: set[int], wait: bool, *, skip_blocked: bool = False
+    ) -> tuple[list[bool], set[int]]:
         """Lock what the inputs can touch; returns which inputs go on in this transaction, and the
         primaries locked.
 
@@ -356,12 +367,24 @@ class Transaction:
         for, in one global order. Otherwise locks are only tried, so this transaction never waits for
         another: an input with a lock held elsewhere, and every later input sharing an identifier, a key
         or a cluster with it, is left for the next transaction.
+
+        With `skip_blocked` (inputs, not operations), a value known to be blocked (a junk value, or one
+        the cache holds) is neither locked nor looked up: a blocked value links nothing, so no two
+        inputs merge through it, and the identities holding it are not the input's. What the input does
+        need is the block to hold until it commits. A junk value's always does; the cache's word is read
+        again once the row locks are held (`_load_clusters`), and a value found unblocked then restarts
+        the transaction without the cache (`_StaleBlock`). An unblock committing after that read locked
+        no row this transaction holds (it locks every identity holding the value before removing the
+        block), so no identity loaded here holds the value: the input drops it as if it came first.
         """
         conn = self.conn
-        keys = [_lock_keys(r) for r in self.requests]
+        values = {v for r in self.requests for v in _values(r)}
+        if skip_blocked:
+            self._skipped = {v for v in values if self.blocklist.known_blocked(*v)}
+            values -= self._skipped
+        keys = [_lock_keys(r, self._skipped) for r in self.requests]
         every = _json(sorted({k for ks in keys for k in ks}))
         busy_keys = conn.execute(queries.LOCK_KEYS if wait else queries.TRY_LOCK_KEYS, [every])
-        values = {v for r in self.requests for v in _values(r)}
         # After the advisory locks: a block of these values committed before them is seen (blockers
         # take the value's lock too).
         self.blocklist.prefetch(values)
@@ -398,6 +421,7 @@ class Transaction:
         while True:
             rows = self.conn.execute(queries.CLUSTERS_OF_PRIMARIES, [_json(sorted(locked))], binary=True)
             clock = self.conn.execute(queries.CLOCK)
+            self.blocklist.prefetch(self._skipped, again=True)  # under the row locks (see `_lock`)
             graph = IdentityGraph.of(
                 Contact(*row) for row in {row[0]: row for row in rows.fetchall()}.values()
             )
@@ -406,6 +430,8 @@ class Transaction:
             if moved:
                 missing |= set().union(*self._lookup(moved).values()) - locked
             if not missing:
+                if not all(self.blocklist(*v) for v in self._skipped):
+                    raise _StaleBlock("a value the cache held as blocked was unblocked")
                 self.graph, self.now = graph, _first(clock)
                 self.guard = Guard(self.conn, graph, self.blocklist, self.limits, self.now)
                 return
@@ -536,9 +562,9 @@ def _values(r: Input) -> list[tuple[Kind, str]]:
     return values_of(r.identifiers.email, r.identifiers.phone)
 
 
-def _lock_keys(r: Input) -> list[int]:
+def _lock_keys(r: Input, skipped: set[tuple[Kind, str]]) -> list[int]:
     keys = [lock_key("event", r.source, r.event_id)] if r.idempotent else []
-    return keys + [lock_key(kind, value) for kind, value in _values(r)]
+    return keys + [lock_key(kind, value) for kind, value in _values(r) if (kind, value) not in skipped]
 
 
 def _json(value: object) -> str:
