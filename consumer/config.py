@@ -118,6 +118,12 @@ class Settings(BaseSettings):
         ge=0,
         description="how long an API process trusts a key it looked up: revocation takes effect within it",
     )
+    api_blocklist_cache_ttl_s: float = Field(
+        5.0,
+        ge=0,
+        description="how long an API process remembers a value it found blocked, so that calls holding it "
+        "skip that value's locks (each call still checks the block; 0: off)",
+    )
     api_rate_limit_per_s: float = Field(
         200.0, gt=0, description="requests per second of a client without its own limit (token bucket refill)"
     )

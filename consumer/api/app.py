@@ -22,6 +22,7 @@ from consumer.api.db import Database
 from consumer.config import Settings, get_settings
 from consumer.console import create_console
 from consumer.core import Guardrails
+from consumer.core.blocklist import BlockedCache
 from consumer.logs import configure_logging
 from consumer.normalize import Normalizer
 
@@ -48,7 +49,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.normalizer = normalizer
-    app.state.guard = Guardrails.of(settings)
+    # This process's blocks, shared by its calls, its blocklist routes and its console (so an unblock
+    # here is forgotten at once); the worker and the CLI keep none.
+    ttl = settings.api_blocklist_cache_ttl_s
+    app.state.guard = Guardrails.of(settings, BlockedCache(ttl) if ttl else None)
     _serve_docs(app)
     errors.install(app)
     app.include_router(routes.router)

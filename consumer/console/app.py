@@ -22,7 +22,6 @@ from consumer.config import Settings
 from consumer.console import admin, pages
 from consumer.console.pipeline import RateMeter
 from consumer.console.session import Forbidden, SignInRequired, sign_out
-from consumer.core import Guardrails
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +42,7 @@ def create_console(api: FastAPI, settings: Settings) -> FastAPI:
     console.state.api = api
     console.state.settings = settings
     console.state.rate = RateMeter()
-    console.state.guardrails = Guardrails.of(settings)
+    console.state.guardrails = api.state.guard  # one cache of blocked values per process
     console.state.worker_metrics_url = (
         settings.console_worker_metrics_url or f"http://127.0.0.1:{settings.worker_metrics_port}/metrics"
     )
