@@ -11,6 +11,10 @@ A batch first only tries its locks (advisory try-locks, then SKIP LOCKED on the 
 inputs that touch something another transaction holds wait for a second transaction, which takes its
 locks as above, rather than the whole batch waiting (see `reconcile_batch`). A transaction that never
 waits cannot be part of a deadlock, whatever order it locks in.
+
+An input's value known to be blocked (a junk value, or one an API process's cache holds) links nothing:
+neither it nor the identities holding it are locked, and the block is read again under the row locks
+(`Transaction._lock`).
 """
 
 from __future__ import annotations
