@@ -19,8 +19,10 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import platform
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,17 +31,21 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 import aiohttp
 import psutil
 import psycopg
+from psycopg import sql
 
 from consumer.clients import Scope, create_client
 from consumer.core import check_invariants
-from consumer.local.embedded import start_postgres
+from consumer.local.embedded import free_port, start_postgres
 from consumer.migrate import migrate
-from tests.support import FAST_POSTGRES
-from tests.support.processes import ApiServer, api_server
+from tests.support import FAST_POSTGRES, ROOT
+from tests.support.keys import bearer
+from tests.support.polling import wait_until
+from tests.support.processes import STARTUP_TIMEOUT_S, ApiServer, answers, api_server
 
 # Existing customers, one row each. Without them (and ANALYZE) the planner would plan the first
 # minute's queries for an empty table, until autovacuum first analyzes it.
@@ -48,6 +54,7 @@ INSERT INTO contact (email, phone_number, link_precedence, created_at, updated_a
 SELECT 'existing' || g || '@shop.example', '+1888' || lpad(g::text, 8, '0'), 'primary',
        now() - interval '1 day', now() - interval '1 day', 'urn:bench:seed', g::text
 FROM generate_series(1, %s) AS g"""
+SERVICE = "service"
 MIX = (("new", 0.60), ("repeat", 0.25), ("new_info", 0.10), ("bridge", 0.05))
 
 
@@ -89,6 +96,10 @@ class Workload:
     def _phone(self) -> str:
         self.counter += 1
         return f"+1{self.seed:03d}{self.counter:08d}"
+
+
+Figures = tuple[float, float, float]
+"""A level's throughput (req/s), p99 (s) and server CPU per request (s)."""
 
 
 @dataclass
@@ -137,6 +148,13 @@ def server_cpu_s(pid: int) -> float:
     return sum(sum(p.cpu_times()[:2]) for p in [parent, *parent.children(recursive=True)])
 
 
+class Server(Protocol):
+    url: str
+
+    @property
+    def pid(self) -> int: ...
+
+
 @contextmanager
 def api_process(
     database_url: str, workers: int, pool_size: int, log_dir: Path, key: str, *, auth: bool = True
@@ -146,6 +164,62 @@ def api_process(
         env["LOG_LEVEL"] = "ERROR"  # not the auth-off warning of each worker
     with api_server(database_url, log_dir, workers=workers, env=env, ready="/readyz", key=key) as server:
         yield server
+
+
+@dataclass
+class FloorServer:
+    """`bench.floor_app` as a process of its own, as the service runs."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+@contextmanager
+def floor_process(database_url: str, workers: int, pool_size: int, log_dir: Path) -> Iterator[FloorServer]:
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": database_url, "API_POOL_MAX_SIZE": str(pool_size)}
+    with (log_dir / f"floor-{port}.log").open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench.floor_app", "--port", str(port), "--workers", str(workers)],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = FloorServer(f"http://127.0.0.1:{port}", process)
+    try:
+        wait_until(partial(answers, server.url + "/readyz"), STARTUP_TIMEOUT_S, "the floor app")
+        yield server
+    finally:
+        process.terminate()
+        process.wait(15)
+
+
+@contextmanager
+def cold_service(
+    admin_url: str, name: str, workers: int, pool_size: int, log_dir: Path
+) -> Iterator[ApiServer]:
+    """The service on a database of its own, just migrated: empty and never analyzed, as a new
+    deployment's first seconds."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = psycopg.conninfo.make_conninfo(admin_url, dbname=name)
+    migrate(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        key = create_client(conn, "bench", [Scope.IDENTIFY], rate_per_s=20_000, burst=40_000)
+    with api_process(url, workers, pool_size, log_dir, key) as server:
+        yield server
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
 
 
 def measure(
@@ -162,7 +236,7 @@ def measure(
 
 def report(
     label: str, concurrency: int, results: Sequence[ClientResult], seconds: float, server_cpu_s: float
-) -> tuple[float, float, float]:
+) -> Figures:
     """Print one level's figures; returns its throughput, p99 and API CPU per request (seconds)."""
     latencies = sorted(latency for r in results for latency in r.latencies)
     errors = sum(r.errors for r in results)
@@ -177,6 +251,16 @@ def report(
         flush=True,
     )
     return len(latencies) / seconds, quantiles[98], server_cpu_s / len(latencies)
+
+
+def compare(figures: dict[tuple[str, int], Figures], concurrency: int, mode: str, base: str) -> None:
+    (rate, p99, cpu), (base_rate, base_p99, base_cpu) = figures[mode, concurrency], figures[base, concurrency]
+    print(
+        f"concurrency {concurrency:3d}: {mode} / {base} = {rate / base_rate:.3f} in req/s "
+        f"({rate / base_rate - 1:+.1%}), p99 {p99 * 1000:.1f} / {base_p99 * 1000:.1f} ms, "
+        f"API CPU {cpu * 1e6:.0f} / {base_cpu * 1e6:.0f} µs per request ({cpu / base_cpu - 1:+.1%})",
+        flush=True,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -195,20 +279,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--compare-auth-off",
         action="store_true",
-        help="also run each level against a server with API_AUTH=off, and print the ratio",
+        help="also run each level against the service with API_AUTH=off, and print the ratio",
+    )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run each level against bench.floor_app (one round trip per call), and print the ratio",
+    )
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="also run each level against the service on a new, empty, never analyzed database, "
+        "measured from its first call, and print its ratio to the warm service",
     )
     parser.add_argument(
         "--rounds",
         type=int,
         default=1,
         choices=range(1, 11),
-        help="with --compare-auth-off: on-off-off-on rounds",
+        help="with a comparison: rounds of each server in turn, then in reverse",
     )
     args = parser.parse_args(argv)
+    others = [
+        mode
+        for mode, wanted in (("auth off", args.compare_auth_off), ("floor", args.floor), ("cold", args.cold))
+        if wanted
+    ]
+    modes = [SERVICE, *others]
+    # Each round runs every server, then again in reverse (service, floor, floor, service), each run
+    # with its own warm-up and identifiers: a load that drifts during the level weighs on all alike.
+    order = [*modes, *reversed(modes)] * args.rounds if others else modes
 
     with tempfile.TemporaryDirectory(prefix="api-bench-") as workdir:
+        log_dir = Path(workdir)
         pg = start_postgres(
-            Path(workdir) / "pgdata", keep_data=False, settings=None if args.durable else FAST_POSTGRES
+            log_dir / "pgdata", keep_data=False, settings=None if args.durable else FAST_POSTGRES
         )
         try:
             migrate(pg.url)
@@ -217,57 +322,57 @@ def main(argv: Sequence[str] | None = None) -> int:
                 conn.execute("ANALYZE")
                 # A storefront's limit, high enough not to bind here: leases are part of what is measured.
                 key = create_client(conn, "bench", [Scope.IDENTIFY], rate_per_s=20_000, burst=40_000)
-            modes = {"auth on": {"Authorization": f"Bearer {key}"}}
-            with ExitStack() as servers:
-                start = partial(api_process, pg.url, args.workers, args.pool_size, Path(workdir), key)
-                servers_by_mode = {"auth on": servers.enter_context(start())}
+            headers = {"Authorization": f"Bearer {key}"}
+            with ExitStack() as stack:
+                start = partial(api_process, pg.url, args.workers, args.pool_size, log_dir, key)
+                servers: dict[str, Server] = {SERVICE: stack.enter_context(start())}
                 if args.compare_auth_off:
-                    modes["auth off"] = {}
-                    servers_by_mode["auth off"] = servers.enter_context(start(auth=False))
+                    servers["auth off"] = stack.enter_context(start(auth=False))
+                if args.floor:
+                    servers["floor"] = stack.enter_context(
+                        floor_process(pg.url, args.workers, args.pool_size, log_dir)
+                    )
                 print(
-                    f"API workers {args.workers}, pool {args.pool_size}/worker, "
-                    f"client processes {args.client_processes}, cores {os.cpu_count()}, "
+                    f"CPU {cpu_model()}, cores {os.cpu_count()}, API workers {args.workers}, "
+                    f"pool {args.pool_size}/worker, client processes {args.client_processes}, "
                     f"existing customers {args.customers}, "
                     f"PostgreSQL {'durable' if args.durable else 'fsync off'}",
                     flush=True,
                 )
-                # Compared, the modes run on, off, off, on, `--rounds` times (each run with its own
-                # warm-up and identifiers): a load that drifts during the level weighs on both alike.
-                order = (
-                    ["auth on", "auth off", "auth off", "auth on"] * args.rounds
-                    if args.compare_auth_off
-                    else ["auth on"]
-                )
-                figures: dict[tuple[str, int], tuple[float, float, float]] = {}
+                figures: dict[tuple[str, int], Figures] = {}
                 for level, concurrency in enumerate(args.concurrency):
                     results: dict[str, list[ClientResult]] = {mode: [] for mode in modes}
                     server_cpu = dict.fromkeys(modes, 0.0)
                     for run, mode in enumerate(order):
                         seed = args.seed * 1000 + level * 100 + run
-                        server, n = servers_by_mode[mode], args.client_processes
-                        measure(server.url, concurrency, n, args.warmup, seed, modes[mode])
-                        cpu_before = server_cpu_s(server.pid)
-                        results[mode] += measure(
-                            server.url, concurrency, n, args.seconds, seed + 50, modes[mode]
-                        )
-                        server_cpu[mode] += server_cpu_s(server.pid) - cpu_before
+                        n = args.client_processes
+                        with ExitStack() as run_stack:
+                            if mode == "cold":
+                                cold = run_stack.enter_context(
+                                    cold_service(
+                                        pg.url, f"cold_{level}_{run}", args.workers, args.pool_size, log_dir
+                                    )
+                                )
+                                server: Server = cold
+                                run_headers = bearer(cold.key)
+                            else:
+                                server = servers[mode]
+                                run_headers = {} if mode in ("auth off", "floor") else headers
+                                measure(server.url, concurrency, n, args.warmup, seed, run_headers)
+                            cpu_before = server_cpu_s(server.pid)
+                            results[mode] += measure(
+                                server.url, concurrency, n, args.seconds, seed + 50, run_headers
+                            )
+                            server_cpu[mode] += server_cpu_s(server.pid) - cpu_before
                     for mode, runs in results.items():
                         seconds = args.seconds * order.count(mode)
                         figures[mode, concurrency] = report(
                             mode, concurrency, runs, seconds, server_cpu[mode]
                         )
-                if args.compare_auth_off:
-                    for concurrency in args.concurrency:
-                        (on, on_p99, on_cpu), (off, off_p99, off_cpu) = (
-                            figures["auth on", concurrency],
-                            figures["auth off", concurrency],
-                        )
-                        print(
-                            f"concurrency {concurrency:3d}: auth on / off = {on / off:.3f} in req/s "
-                            f"({(on / off - 1):+.1%}), p99 {on_p99 * 1000:.1f} / {off_p99 * 1000:.1f} ms, "
-                            f"API CPU {on_cpu * 1e6:.0f} / {off_cpu * 1e6:.0f} µs per request "
-                            f"({on_cpu / off_cpu - 1:+.1%})",
-                            flush=True,
+                for concurrency in args.concurrency:
+                    for mode in others:
+                        compare(
+                            figures, concurrency, *(("cold", SERVICE) if mode == "cold" else (SERVICE, mode))
                         )
             with psycopg.connect(pg.url) as conn:
                 violations = check_invariants(conn)

@@ -106,9 +106,14 @@ class ApiServer(Service):
         return bearer(self.key)
 
     def answers(self, path: str = "/healthz") -> bool:
-        with contextlib.suppress(httpx.HTTPError):
-            return httpx.get(self.url + path, timeout=2).status_code == 200
-        return False
+        return answers(self.url + path)
+
+
+def answers(url: str) -> bool:
+    """True when a GET of `url` answers 200 within 2 s."""
+    with contextlib.suppress(httpx.HTTPError):
+        return httpx.get(url, timeout=2).status_code == 200
+    return False
 
 
 @contextlib.contextmanager
