@@ -199,6 +199,19 @@ def floor_process(database_url: str, workers: int, pool_size: int, log_dir: Path
         process.wait(15)
 
 
+def copy_database(url: str, name: str) -> str:
+    """A copy of the database at `url`, rows and statistics: the floor's own, on the same server, so
+    that its rows (no merges) are not checked as the service's."""
+    template = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+    with psycopg.connect(psycopg.conninfo.make_conninfo(url, dbname="postgres"), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(str(template))
+            )
+        )
+    return psycopg.conninfo.make_conninfo(url, dbname=name)
+
+
 @contextmanager
 def cold_service(
     admin_url: str, name: str, workers: int, pool_size: int, log_dir: Path
@@ -323,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # A storefront's limit, high enough not to bind here: leases are part of what is measured.
                 key = create_client(conn, "bench", [Scope.IDENTIFY], rate_per_s=20_000, burst=40_000)
             headers = {"Authorization": f"Bearer {key}"}
+            floor_url = copy_database(pg.url, "floor") if args.floor else ""
             with ExitStack() as stack:
                 start = partial(api_process, pg.url, args.workers, args.pool_size, log_dir, key)
                 servers: dict[str, Server] = {SERVICE: stack.enter_context(start())}
@@ -330,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     servers["auth off"] = stack.enter_context(start(auth=False))
                 if args.floor:
                     servers["floor"] = stack.enter_context(
-                        floor_process(pg.url, args.workers, args.pool_size, log_dir)
+                        floor_process(floor_url, args.workers, args.pool_size, log_dir)
                     )
                 print(
                     f"CPU {cpu_model()}, cores {os.cpu_count()}, API workers {args.workers}, "

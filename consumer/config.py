@@ -108,7 +108,9 @@ class Settings(BaseSettings):
     api_batch_max_size: int = Field(
         32, ge=1, le=1000, description="most concurrent `/identify` calls that share one transaction"
     )
-    api_batch_drainers: int = Field(4, ge=1, description="transactions running at once per API process")
+    api_batch_drainers: int = Field(
+        1, ge=1, description="transactions taking new `/identify` calls at once, per API process"
+    )
     api_auth: bool = Field(
         True,
         description="`off`: every route is open to anyone, for local experiments only (a warning is logged)",

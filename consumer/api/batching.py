@@ -1,18 +1,26 @@
-"""Coalesce concurrent POST /identify calls into `reconcile_batch` transactions.
+"""Coalesce concurrent POST /identify calls into transactions.
 
 A transaction per call spends most of its time on round trips, the commit and handing work to a
 thread; one transaction for the calls that arrived together costs a fraction of that per call (see
-docs/api.md, "Concurrency and performance"). Batches form by themselves, without a timer: a few
-drainers each take whatever is queued when they become free, so under light load a batch holds one
-call and adds no latency, and under heavy load batches grow up to `api_batch_max_size`. The core gives
-every call a result it could get alone, in queue order for calls that share an identifier.
+docs/api.md, "Concurrency and performance"). Batches form by themselves, without a timer: a drainer
+takes whatever is queued when it becomes free, so under light load a batch holds one call and adds no
+latency, and under load the calls that arrive during one commit share the next (up to
+`api_batch_max_size`). One drainer (`api_batch_drainers`) makes the largest batches, and so the least
+CPU per call: on 2 cores it beat four drainers in throughput and p99 alike (docs/benchmarks.md).
+
+A drainer's transaction never waits for a lock (`reconcile_ready`): calls touching a customer another
+transaction holds are applied by a transaction of their own that waits (`reconcile_batch`), off the
+line, so the calls behind them are not held up. Calls that share an identifier are applied in queue
+order; concurrent calls are, as any concurrent calls, in no promised order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Any
 
 import structlog
 
@@ -26,13 +34,16 @@ from consumer.core import (
     Input,
     KeyConflict,
     Resolution,
+    Result,
     reconcile_batch,
+    reconcile_ready,
 )
 from consumer.db import unavailable
 
 log = structlog.get_logger(__name__)
 
 _Call = tuple[Input, "asyncio.Future[Resolution]"]
+_Apply = Callable[..., Sequence[Result | None]]
 
 
 class Reconciler:
@@ -43,14 +54,16 @@ class Reconciler:
         self._drainers = drainers
         self._queue: asyncio.Queue[_Call] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self._waiting: set[asyncio.Task[list[_Call]]] = set()
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._drain()) for _ in range(self._drainers)]
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks: list[asyncio.Task[Any]] = [*self._tasks, *self._waiting]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
@@ -66,32 +79,41 @@ class Reconciler:
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             metrics.BATCH_SIZE.observe(len(batch))
-            await self._apply(batch)
+            if left := await self._apply(batch, reconcile_ready):
+                task = asyncio.create_task(self._apply(left, reconcile_batch))
+                self._waiting.add(task)
+                task.add_done_callback(self._waiting.discard)
 
-    async def _apply(self, batch: list[_Call]) -> None:
+    async def _apply(self, batch: list[_Call], apply: _Apply) -> list[_Call]:
+        """Apply `batch` with `apply` and settle its calls; returns those `apply` left (None)."""
         try:
             requests = [r for r, _ in batch]
-            results = await self._database.run(partial(reconcile_batch, requests=requests, guard=self._guard))
+            results = await self._database.run(partial(apply, requests=requests, guard=self._guard))
         except Exception as exc:
             if len(batch) == 1 or unavailable(exc):
                 # A lost connection or a busy pool would fail every call the same way.
                 for _, future in batch:
                     _settle(future, exc)
-                return
+                return []
             # One call the database refuses must not fail the others: apply them one at a time.
             log.warning(
                 "batch failed; applying its calls one by one", size=len(batch), error=type(exc).__name__
             )
             for call in batch:
-                await self._apply([call])
-            return
-        for (_, future), result in zip(batch, results, strict=True):
-            if isinstance(result, KeyConflict):
+                await self._apply([call], reconcile_batch)
+            return []
+        left = []
+        for call, result in zip(batch, results, strict=True):
+            future = call[1]
+            if result is None:
+                left.append(call)
+            elif isinstance(result, KeyConflict):
                 _settle(future, IdempotencyKeyReused(result))
             elif isinstance(result, BlockedInput):
                 _settle(future, IdentifiersBlocked(result))
             else:
                 _settle(future, result)
+        return left
 
 
 def _settle(future: asyncio.Future[Resolution], outcome: Resolution | BaseException) -> None:

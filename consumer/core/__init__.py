@@ -14,6 +14,7 @@ from consumer.core.reconcile import (
     contact_view,
     reconcile,
     reconcile_batch,
+    reconcile_ready,
 )
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "contact_view",
     "reconcile",
     "reconcile_batch",
+    "reconcile_ready",
 ]

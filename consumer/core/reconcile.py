@@ -178,16 +178,30 @@ def reconcile_batch(
     outbox rows of its inputs together.
     `conn` must not be inside a transaction: this function owns it, and restarts it when needed.
     """
-    _check_idle(conn)
-    results: list[Result | None] = [None] * len(requests)
-    wait = False
+    results = reconcile_ready(conn, requests, guard)
     while left := [i for i, result in enumerate(results) if result is None]:
         pending = [requests[i] for i in left]
-        batch_results = _transaction(conn, lambda tx, extra, w: tx.run(extra, w), pending, guard, wait)
-        for i, result in zip(left, batch_results, strict=True):
+        for i, result in zip(left, _transaction(conn, _run, pending, guard, True), strict=True):
             results[i] = result
-        wait = True
     return [result for result in results if result is not None]
+
+
+def reconcile_ready(
+    conn: psycopg.Connection[Any], requests: Sequence[Input], guard: Guardrails = DEFAULT_GUARDRAILS
+) -> list[Result | None]:
+    """`reconcile_batch`'s first transaction alone: it never waits for a lock. Inputs touching an
+    identifier or a cluster another transaction holds, with every later input sharing an identifier, an
+    idempotency key or a cluster with them, are left: None. `reconcile_batch` applies them, waiting.
+
+    For a caller with more inputs coming (the API): the inputs that can go on now never queue behind
+    one that waits. `conn` must not be inside a transaction.
+    """
+    _check_idle(conn)
+    return _transaction(conn, _run, requests, guard, False)
+
+
+def _run(tx: Transaction, extra_primaries: set[int], wait: bool) -> list[Result | None]:
+    return tx.run(extra_primaries, wait)
 
 
 def with_identities(

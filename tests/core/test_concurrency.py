@@ -24,6 +24,7 @@ from consumer.core import (
     check_invariants,
     reconcile,
     reconcile_batch,
+    reconcile_ready,
 )
 from consumer.core.blocklist import lock_key
 from consumer.normalize import Identifiers
@@ -307,6 +308,22 @@ def test_batch_goes_on_around_an_identifier_locked_elsewhere(
     assert outcomes == [Outcome.CREATED_PRIMARY] * 3 + [Outcome.CREATED_SECONDARY, Outcome.CREATED_PRIMARY]
     assert [row.source_event_id for row in contacts(db)] == ["1", "3", "5", "2", "4"]
     assert check_invariants(db) == []
+
+
+def test_ready_inputs_commit_and_the_others_are_left_without_waiting(
+    db: psycopg.Connection[Any], database_url: str
+) -> None:
+    """`reconcile_ready` is the first transaction alone: what needs a lock held elsewhere is None."""
+    batch = [
+        request("a@x.io", event="1"),
+        request("b@x.io", "111", event="2"),  # b@x.io is held by another transaction
+        request("d@x.io", "111", event="3"),  # shares 111 with the held input: keeps its order
+    ]
+    with psycopg.connect(database_url, autocommit=True) as holder, psycopg.connect(database_url) as conn:
+        holder.execute("SELECT pg_advisory_lock(%s)", [lock_key("email", "b@x.io")])
+        results = reconcile_ready(conn, batch)
+    assert [type(r).__name__ for r in results] == ["Resolution", "NoneType", "NoneType"]
+    assert [row.email for row in contacts(db)] == ["a@x.io"]
 
 
 def test_batch_goes_on_around_a_cluster_locked_elsewhere(
