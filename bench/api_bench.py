@@ -1,7 +1,12 @@
 """Load test of POST /identify: `python -m bench.api_bench [--workers N] [--concurrency 16 64]`.
 
-Calls carry an API key, as the service ships (auth on); `--compare-auth-off` also runs each level
-against a second server with API_AUTH=off, right after, and prints what auth costs.
+Calls carry an API key, as the service ships (auth on, guardrails on). Comparisons, each level run
+against every server in turn and then in reverse, in the same run:
+- `--compare-auth-off`: the service with API_AUTH=off, and what auth costs;
+- `--floor`: `bench.floor_app`, the least a correct service must do (one round trip per call, a
+  commit per new customer), on a copy of the same database, and the service/floor ratio;
+- `--cold`: the service on a new, empty, never analyzed database, measured from its first call (a
+  new deployment's first seconds), and its ratio to the warm service.
 
 Starts embedded PostgreSQL, applies the migrations, seeds existing customers (200,000 by default) and
 analyzes the tables, as a running shop's database would be, starts the API server process, then drives it
