@@ -122,3 +122,27 @@ def start_until_it_waits(
         db.rollback()
         assert thread.is_alive(), why
     return thread
+
+
+def run_concurrently(
+    threads: int, work: Callable[[int, psycopg.Connection[Any], threading.Barrier], None], url: str
+) -> None:
+    """Run `work(n, connection, barrier)` on `threads` threads at once, each with its own connection."""
+    start = threading.Barrier(threads, timeout=60)
+    failures: list[BaseException] = []
+
+    def run(n: int) -> None:
+        try:
+            with psycopg.connect(url) as conn:
+                start.wait()
+                work(n, conn, start)
+        except BaseException as exc:
+            failures.append(exc)
+            start.abort()
+
+    workers = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert failures == []

@@ -18,7 +18,7 @@ from consumer.core import Guardrails, IdentifiersBlocked, Resolution, check_inva
 from consumer.core.blocking import block_value, list_blocks, unblock_value
 from consumer.core.blocklist import CACHE_MAX_ENTRIES, BlockedCache, lock_key, value_hash
 from consumer.core.links import Kind
-from tests.core.helpers import contacts, request, start_until_it_waits
+from tests.core.helpers import contacts, request, run_concurrently, start_until_it_waits
 
 HUB = "5550100"
 EXACT = Guardrails()
@@ -82,18 +82,31 @@ def test_a_call_skips_the_locks_of_a_value_known_blocked(
     assert check_invariants(db) == []
 
 
-def test_without_the_cache_a_call_waits_for_the_blocked_values_lock(
-    db: psycopg.Connection[Any], other: psycopg.Connection[Any], database_url: str, hub: int
-) -> None:
+def call_while_the_hub_is_held(
+    db: psycopg.Connection[Any],
+    other: psycopg.Connection[Any],
+    database_url: str,
+    event: str,
+    guard: Guardrails,
+) -> list[Resolution]:
+    """Biff's call with the hub phone on `other`, which must wait while another transaction holds the
+    hub's lock; its answers once that transaction lets go."""
     answers: list[Resolution] = []
     with psycopg.connect(database_url) as holder:
         hold_the_hub(holder)
-        call = request("biff@hillvalley.edu", HUB, event="waits")
+        call = request("biff@hillvalley.edu", HUB, event=event)
         thread = start_until_it_waits(
-            db, other, lambda: answers.append(reconcile(other, call, EXACT)), "the call should wait"
+            db, other, lambda: answers.append(reconcile(other, call, guard)), "the call should wait"
         )
         holder.rollback()
         thread.join(30)
+    return answers
+
+
+def test_without_the_cache_a_call_waits_for_the_blocked_values_lock(
+    db: psycopg.Connection[Any], other: psycopg.Connection[Any], database_url: str, hub: int
+) -> None:
+    answers = call_while_the_hub_is_held(db, other, database_url, "waits", EXACT)
     assert [a.contact.emails for a in answers] == [("biff@hillvalley.edu",)]
 
 
@@ -130,15 +143,7 @@ def test_a_stale_entry_is_read_again_and_the_call_takes_the_lock(
     unblock_value(db, hub, EXACT, removed_by="another process")
     assert digest("phone", HUB) in cache
 
-    answers: list[Resolution] = []
-    with psycopg.connect(database_url) as holder:
-        hold_the_hub(holder)
-        call = request("biff@hillvalley.edu", HUB, event="stale")
-        thread = start_until_it_waits(
-            db, other, lambda: answers.append(reconcile(other, call, guard)), "the call should wait"
-        )
-        holder.rollback()
-        thread.join(30)
+    answers = call_while_the_hub_is_held(db, other, database_url, "stale", guard)
 
     assert [(a.contact.primary_id, a.contact.phone_numbers) for a in answers] == [(1, (HUB,))]
     assert digest("phone", HUB) not in cache
@@ -202,33 +207,21 @@ def test_calls_racing_an_unblock_elsewhere_keep_the_invariants(
     cache = BlockedCache(60)
     guard = Guardrails(max_links_per_value=3, blocked_cache=cache)
     threads, rounds = 4, 5
-    start = threading.Barrier(threads + 1, timeout=60)
-    failures: list[BaseException] = []
 
-    def call(n: int) -> None:
-        with psycopg.connect(database_url) as conn:
-            for r in range(rounds):
-                start.wait()
-                try:
-                    reconcile(conn, request(f"t{n}r{r}@x.io", HUB, event=f"t{n}r{r}"), guard)
-                except BaseException as exc:
-                    failures.append(exc)
-                start.wait()
+    def work(n: int, conn: psycopg.Connection[Any], start: threading.Barrier) -> None:
+        for r in range(rounds):
+            if n == 0:  # another process, which unblocks the hub
+                cache.add(digest("phone", HUB))
+                (block,) = list_blocks(db)
+                unblock_value(db, block.id, links, removed_by="another process")
+            start.wait()  # the calls go
+            if n > 0:
+                reconcile(conn, request(f"t{n}r{r}@x.io", HUB, event=f"t{n}r{r}"), guard)
+            start.wait()  # and are done
+            if n == 0:
+                assert [b.reason for b in list_blocks(db)] == ["fan_out"], "blocked again by the first call"
 
-    workers = [threading.Thread(target=call, args=(n,)) for n in range(threads)]
-    for worker in workers:
-        worker.start()
-    for _ in range(rounds):
-        cache.add(digest("phone", HUB))
-        (block,) = list_blocks(db)
-        unblock_value(db, block.id, links, removed_by="another process")
-        start.wait()  # the calls go
-        start.wait()  # and are done
-        assert [b.reason for b in list_blocks(db)] == ["fan_out"], "blocked again by the first call"
-    for worker in workers:
-        worker.join(30)
-
-    assert failures == []
+    run_concurrently(threads + 1, work, database_url)
     assert {row.email for row in contacts(db) if row.phone_number == HUB} == {
         f"buyer{n}@x.io" for n in range(3)
     }, "no call stored the phone"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import threading
 from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,7 +27,15 @@ from consumer.core import (
 )
 from consumer.core.blocklist import lock_key
 from consumer.normalize import Identifiers
-from tests.core.helpers import contacts, counts, merge_log, request, start_until_it_waits, table
+from tests.core.helpers import (
+    contacts,
+    counts,
+    merge_log,
+    request,
+    run_concurrently,
+    start_until_it_waits,
+    table,
+)
 from tests.support import SOURCE, graph
 
 THREADS = 8
@@ -39,30 +46,6 @@ IDS_PER_GROUP = 8
 """Every round all threads hammer the same few fresh groups of identifiers at once (so first inserts
 race and merges are frequent); inputs rarely bridge groups of different rounds, so the final graph is
 many clusters of different sizes, not one."""
-
-
-def run_concurrently(
-    threads: int, work: Callable[[int, psycopg.Connection[Any], threading.Barrier], None], url: str
-) -> None:
-    """Run `work(n, connection, barrier)` on `threads` threads at once, each with its own connection."""
-    start = threading.Barrier(threads, timeout=60)
-    failures: list[BaseException] = []
-
-    def run(n: int) -> None:
-        try:
-            with psycopg.connect(url) as conn:
-                start.wait()
-                work(n, conn, start)
-        except BaseException as exc:
-            failures.append(exc)
-            start.abort()
-
-    workers = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    assert failures == []
 
 
 HUB_PHONE = "5550100"

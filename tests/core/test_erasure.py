@@ -26,10 +26,10 @@ from tests.core.helpers import (
     merge_log,
     outbox,
     request,
+    run_concurrently,
     start_until_it_waits,
     table,
 )
-from tests.core.test_concurrency import run_concurrently
 from tests.support.services import pg_dump
 
 LORRAINE, MCFLY, DOC, BIFF = (
