@@ -318,13 +318,13 @@ class Transaction:
         if not requests:
             return [None] * len(ready)
         self._ids_wanted = len(requests)
-        processed = conn.execute(
-            queries.PROCESSED_EVENTS,
-            [_json([{"source": r.source, "event_id": r.event_id} for r in requests if r.idempotent])],
-        )
+        keys = [{"source": r.source, "event_id": r.event_id} for r in requests if r.idempotent]
+        # API calls without an Idempotency-Key have no record to find: one statement fewer.
+        processed = conn.execute(queries.PROCESSED_EVENTS, [_json(keys)]) if keys else None
         self._load_clusters(locked)
         seen: dict[tuple[str, str], tuple[bytes, dict[str, Any]]] = {
-            (source, event_id): (bytes(digest), result) for source, event_id, digest, result in processed
+            (source, event_id): (bytes(digest), result)
+            for source, event_id, digest, result in (processed if processed is not None else ())
         }
         results = [self._apply(request, seen) for request in requests]
         self.write()
