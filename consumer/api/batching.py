@@ -47,14 +47,19 @@ _Apply = Callable[..., Sequence[Result | None]]
 
 
 class Reconciler:
-    def __init__(self, database: Database, guard: Guardrails, *, max_batch: int, drainers: int) -> None:
+    def __init__(
+        self, database: Database, guard: Guardrails, *, max_batch: int, drainers: int, max_waiting: int
+    ) -> None:
+        """`max_waiting` bounds the transactions waiting for locks: with the drainers, at most the pool's
+        size, so a drainer always finds a connection."""
         self._database = database
         self._guard = guard
         self._max_batch = max_batch
         self._drainers = drainers
         self._queue: asyncio.Queue[_Call] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
-        self._waiting: set[asyncio.Task[list[_Call]]] = set()
+        self._waiting: set[asyncio.Task[None]] = set()
+        self._waiting_slots = asyncio.Semaphore(max_waiting)
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._drain()) for _ in range(self._drainers)]
@@ -80,9 +85,13 @@ class Reconciler:
                 batch.append(self._queue.get_nowait())
             metrics.BATCH_SIZE.observe(len(batch))
             if left := await self._apply(batch, reconcile_ready):
-                task = asyncio.create_task(self._apply(left, reconcile_batch))
+                task = asyncio.create_task(self._wait_and_apply(left))
                 self._waiting.add(task)
                 task.add_done_callback(self._waiting.discard)
+
+    async def _wait_and_apply(self, calls: list[_Call]) -> None:
+        async with self._waiting_slots:
+            await self._apply(calls, reconcile_batch)
 
     async def _apply(self, batch: list[_Call], apply: _Apply) -> list[_Call]:
         """Apply `batch` with `apply` and settle its calls; returns those `apply` left (None)."""
