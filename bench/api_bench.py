@@ -36,7 +36,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 import psutil
@@ -228,9 +228,15 @@ def cold_service(
     url = psycopg.conninfo.make_conninfo(admin_url, dbname=name)
     migrate(url)
     with psycopg.connect(url, autocommit=True) as conn:
-        key = create_client(conn, "bench", [Scope.IDENTIFY], rate_per_s=20_000, burst=40_000)
+        key = bench_key(conn)
     with api_process(url, workers, pool_size, log_dir, key) as server:
         yield server
+
+
+def bench_key(conn: psycopg.Connection[Any]) -> str:
+    """The key of the load generator's client."""
+    # A storefront's limit, high enough not to bind here: leases are part of what is measured.
+    return create_client(conn, "bench", [Scope.IDENTIFY], rate_per_s=20_000, burst=40_000)
 
 
 def cpu_model() -> str:
@@ -338,9 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             with psycopg.connect(pg.url, autocommit=True) as conn:
                 conn.execute(SEED, [args.customers])
                 conn.execute("ANALYZE")
-                # A storefront's limit, high enough not to bind here: leases are part of what is measured.
-                key = create_client(conn, "bench", [Scope.IDENTIFY], rate_per_s=20_000, burst=40_000)
-            headers = {"Authorization": f"Bearer {key}"}
+                key = bench_key(conn)
+            headers = bearer(key)
             floor_url = copy_database(pg.url, "floor") if args.floor else ""
             with ExitStack() as stack:
                 start = partial(api_process, pg.url, args.workers, args.pool_size, log_dir, key)

@@ -108,14 +108,14 @@ class Blocklist:
     conn: psycopg.Connection[Any]
     guard: Guardrails
     _known: dict[tuple[Kind, str], bool] = field(default_factory=dict)
+    _digests: dict[tuple[Kind, str], bytes] = field(default_factory=dict)
     _pending: list[tuple[dict[bytes, tuple[Kind, str]], psycopg.Cursor[Any]]] = field(default_factory=list)
 
     def prefetch(self, values: Iterable[tuple[Kind, str]], *, again: bool = False) -> None:
         """Send the lookup of `values` now (it can share a round trip); read it back when needed. With
         `again`, values looked up before are looked up anew: the lookup sent last decides."""
-        key = self.guard.hash_key
         wanted = {
-            value_hash(*v, key): v for v in values if (again or v not in self._known) and not self._junk(*v)
+            self._digest(*v): v for v in values if (again or v not in self._known) and not self._junk(*v)
         }
         if wanted:
             self._pending.append((wanted, self.conn.execute(queries.BLOCKED_HASHES, [list(wanted)])))
@@ -136,9 +136,7 @@ class Blocklist:
         """Blocked as far as this process knows without asking the database: a junk value, or one in the
         cache. The cache's word is a hint only: look the value up `again` before relying on it."""
         cache = self.guard.blocked_cache
-        return self._junk(kind, value) or (
-            cache is not None and value_hash(kind, value, self.guard.hash_key) in cache
-        )
+        return self._junk(kind, value) or (cache is not None and self._digest(kind, value) in cache)
 
     def add(
         self,
@@ -154,7 +152,7 @@ class Blocklist:
         Returns the block's id, and False when an active block of the value existed already.
         """
         self.conn.execute(queries.LOCK_KEYS, [f"[{lock_key(kind, value)}]"])
-        digest = value_hash(kind, value, self.guard.hash_key)
+        digest = self._digest(kind, value)
         row = self.conn.execute(
             queries.INSERT_BLOCK, [kind, value, digest, reason, note, added_by, identity_id, digest]
         ).fetchone()
@@ -168,7 +166,14 @@ class Blocklist:
         self._settle()
         self._known[kind, value] = False
         if self.guard.blocked_cache is not None:
-            self.guard.blocked_cache.discard(value_hash(kind, value, self.guard.hash_key))
+            self.guard.blocked_cache.discard(self._digest(kind, value))
+
+    def _digest(self, kind: Kind, value: str) -> bytes:
+        """The value's keyed hash, computed once per transaction (an input's values are asked for twice)."""
+        digest = self._digests.get((kind, value))
+        if digest is None:
+            digest = self._digests[kind, value] = value_hash(kind, value, self.guard.hash_key)
+        return digest
 
     def _junk(self, kind: Kind, value: str) -> bool:
         return self.guard.junk_patterns and junk_value(kind, value)
