@@ -125,7 +125,10 @@ class Browser:
         """Click a form's button and wait until the page it loads has replaced this one."""
         page = self.driver.find_element(By.TAG_NAME, "html")
         self.find(button).click()
-        self.wait.until(expected_conditions.staleness_of(page))
+        # While the old page is torn down, Chrome may answer "node does not belong to the document"
+        # instead of a stale reference: a later poll then sees the stale reference.
+        leaving = WebDriverWait(self.driver, WAIT_S, ignored_exceptions=[WebDriverException])
+        leaving.until(expected_conditions.staleness_of(page))
 
     def sign_in(self, api_key: str) -> None:
         self.open("/console/sign-in")
