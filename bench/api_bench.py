@@ -43,6 +43,7 @@ import psutil
 import psycopg
 from psycopg import sql
 
+from bench.cpu import postgres_cpu_seconds
 from consumer.clients import Scope, create_client
 from consumer.core import check_invariants
 from consumer.local.embedded import free_port, start_postgres
@@ -103,8 +104,8 @@ class Workload:
         return f"+1{self.seed:03d}{self.counter:08d}"
 
 
-Figures = tuple[float, float, float]
-"""A level's throughput (req/s), p99 (s) and server CPU per request (s)."""
+Figures = tuple[float, float, float, float]
+"""A level's throughput (req/s), p99 (s), and the API's and PostgreSQL's CPU per request (s)."""
 
 
 @dataclass
@@ -259,9 +260,14 @@ def measure(
 
 
 def report(
-    label: str, concurrency: int, results: Sequence[ClientResult], seconds: float, server_cpu_s: float
+    label: str,
+    concurrency: int,
+    results: Sequence[ClientResult],
+    seconds: float,
+    server_cpu_s: float,
+    postgres_cpu_s: float,
 ) -> Figures:
-    """Print one level's figures; returns its throughput, p99 and API CPU per request (seconds)."""
+    """Print one level's figures; returns its throughput, p99 and CPU per request (seconds)."""
     latencies = sorted(latency for r in results for latency in r.latencies)
     errors = sum(r.errors for r in results)
     client_cpu = sum(r.cpu_s for r in results)
@@ -271,18 +277,24 @@ def report(
         f"p50 {quantiles[49] * 1000:6.1f} ms  p99 {quantiles[98] * 1000:6.1f} ms  "
         f"max {latencies[-1] * 1000:6.1f} ms  requests {len(latencies)}  errors {errors}  "
         f"API CPU {server_cpu_s / len(latencies) * 1e6:4.0f} µs/request  "
+        f"PostgreSQL CPU {postgres_cpu_s / len(latencies) * 1e6:4.0f} µs/request  "
         f"load-generator CPU {client_cpu / (seconds * (os.cpu_count() or 1)):4.0%} of the machine",
         flush=True,
     )
-    return len(latencies) / seconds, quantiles[98], server_cpu_s / len(latencies)
+    n = len(latencies)
+    return n / seconds, quantiles[98], server_cpu_s / n, postgres_cpu_s / n
 
 
 def compare(figures: dict[tuple[str, int], Figures], concurrency: int, mode: str, base: str) -> None:
-    (rate, p99, cpu), (base_rate, base_p99, base_cpu) = figures[mode, concurrency], figures[base, concurrency]
+    (rate, p99, cpu, pg), (base_rate, base_p99, base_cpu, base_pg) = (
+        figures[mode, concurrency],
+        figures[base, concurrency],
+    )
     print(
         f"concurrency {concurrency:3d}: {mode} / {base} = {rate / base_rate:.3f} in req/s "
         f"({rate / base_rate - 1:+.1%}), p99 {p99 * 1000:.1f} / {base_p99 * 1000:.1f} ms, "
-        f"API CPU {cpu * 1e6:.0f} / {base_cpu * 1e6:.0f} µs per request ({cpu / base_cpu - 1:+.1%})",
+        f"API CPU {cpu * 1e6:.0f} / {base_cpu * 1e6:.0f} µs per request ({cpu / base_cpu - 1:+.1%}), "
+        f"PostgreSQL CPU {pg * 1e6:.0f} / {base_pg * 1e6:.0f} µs per request ({pg / base_pg - 1:+.1%})",
         flush=True,
     )
 
@@ -367,6 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for level, concurrency in enumerate(args.concurrency):
                     results: dict[str, list[ClientResult]] = {mode: [] for mode in modes}
                     server_cpu = dict.fromkeys(modes, 0.0)
+                    postgres_cpu = dict.fromkeys(modes, 0.0)
                     for run, mode in enumerate(order):
                         seed = args.seed * 1000 + level * 100 + run
                         n = args.client_processes
@@ -384,14 +397,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 run_headers = {} if mode in ("auth off", "floor") else headers
                                 measure(server.url, concurrency, n, args.warmup, seed, run_headers)
                             cpu_before = server_cpu_s(server.pid)
+                            postgres_before = postgres_cpu_seconds(log_dir / "pgdata")
                             results[mode] += measure(
                                 server.url, concurrency, n, args.seconds, seed + 50, run_headers
                             )
                             server_cpu[mode] += server_cpu_s(server.pid) - cpu_before
+                            postgres_cpu[mode] += postgres_cpu_seconds(log_dir / "pgdata") - postgres_before
                     for mode, runs in results.items():
                         seconds = args.seconds * order.count(mode)
                         figures[mode, concurrency] = report(
-                            mode, concurrency, runs, seconds, server_cpu[mode]
+                            mode, concurrency, runs, seconds, server_cpu[mode], postgres_cpu[mode]
                         )
                 for concurrency in args.concurrency:
                     for mode in others:

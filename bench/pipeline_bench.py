@@ -42,6 +42,7 @@ import psycopg
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from tqdm import tqdm
 
+from bench.cpu import cpu_seconds, postgres_cpu_seconds
 from consumer.local.embedded import create_topics, free_port, start_broker, start_postgres
 from consumer.migrate import migrate
 from producer_tools import CheckoutProducer, SyntheticStream
@@ -98,29 +99,6 @@ class Report:
 
     def add(self, label: str, value: object) -> None:
         tqdm.write(f"{label:<48} {value}")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def postgres_cpu_seconds(datadir: Path) -> float:
-    """CPU time of the benchmark's PostgreSQL: its postmaster and every backend it forked."""
-    postmaster = int((datadir / "postmaster.pid").read_text().split()[0])
-    total = cpu_seconds(postmaster)
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if parent == postmaster:
-            total += cpu_seconds(int(stat.parent.name))
-    return total
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,12 +27,6 @@ KEEPALIVES = {
 # SQLSTATE classes meaning "the database cannot serve now, retry": connection exception, insufficient
 # resources, operator intervention (shutdown), system error (I/O), transaction rollback (deadlock after
 # the core's retries); and lock_not_available (a lock_timeout) and read_only_sql_transaction (a failover).
-# A prepared statement's generic plan is made once, from the statistics of that moment, and kept: made
-# on a new deployment's empty, never analyzed tables, it scans them whole, and keeps doing so as they
-# grow, until autovacuum first analyzes them (a minute or more). Custom plans see each table's current
-# size, so the service plans well from its first call; planning costs less than those scans save
-# (docs/benchmarks.md, "Cold start").
-PLAN_OPTIONS = "-c plan_cache_mode=force_custom_plan"
 _RETRYABLE_CLASSES = frozenset({"08", "53", "57", "58", "40"})
 _RETRYABLE_STATES = frozenset({"55P03", "25006"})
 
@@ -43,7 +37,6 @@ def connection_kwargs(settings: Settings, application_name: str) -> dict[str, An
         "autocommit": True,
         "application_name": application_name,
         "connect_timeout": settings.database_connect_timeout_s,
-        "options": PLAN_OPTIONS,
         **KEEPALIVES,
     }
 

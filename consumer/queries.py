@@ -27,10 +27,16 @@ LOCK_KEYS = "SELECT count(pg_advisory_xact_lock(k::bigint)) FROM jsonb_array_ele
 TRY_LOCK_KEYS = """
 SELECT k::bigint FROM jsonb_array_elements_text(%s::jsonb) AS k
 WHERE NOT pg_try_advisory_xact_lock(k::bigint)"""
+# Every statement of a transaction plans as index lookups even on a new deployment's empty, never
+# analyzed tables: a prepared statement's generic plan, made then, is kept until autovacuum first
+# analyzes the table, and a scan planned for an empty table gets slower with every row (docs/benchmarks.md,
+# "Cold start"; tests/test_queries.py). Hence the lookup per key below: OFFSET 0 keeps it from being
+# flattened into a join that could be planned as a hash join over the whole table.
 PROCESSED_EVENTS = """
 SELECT p.source, p.event_id, p.payload_hash, p.result
-FROM processed_event AS p
-JOIN jsonb_to_recordset(%s::jsonb) AS k(source text, event_id text) USING (source, event_id)"""
+FROM jsonb_to_recordset(%s::jsonb) AS k(source text, event_id text) CROSS JOIN LATERAL (
+    SELECT * FROM processed_event WHERE source = k.source AND event_id = k.event_id OFFSET 0
+) AS p"""
 # The primary of every live row holding one of the identifiers: 'e' for emails, 'p' for phones.
 # Plans as index lookups however large the table.
 LOOKUP_PRIMARIES = """
@@ -62,37 +68,38 @@ FROM jsonb_array_elements_text(%s::jsonb) AS p(id) CROSS JOIN LATERAL (
 ) AS c"""
 CLOCK = "SELECT clock_timestamp()"
 ALLOCATE_CONTACT_IDS = "SELECT nextval(pg_get_serial_sequence('contact', 'id')) FROM generate_series(1, %s)"
-# Bulk writes take one JSON document per table: encoding it is far cheaper than adapting arrays.
+# Bulk writes take one JSON document per table, `rows`: encoding it is far cheaper than adapting arrays.
 INSERT_CONTACTS = """
 INSERT INTO contact (id, email, phone_number, linked_id, link_precedence, created_at, updated_at, source,
                      source_event_id)
 SELECT id, email, phone_number, linked_id, link_precedence, created_at, updated_at, source, source_event_id
-FROM jsonb_to_recordset(%s::jsonb) AS r(
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(
     id bigint, email text, phone_number text, linked_id bigint, link_precedence text,
     created_at timestamptz, updated_at timestamptz, source text, source_event_id text)"""
+# The ids again as an array: the rows to update are found through the primary key (see above).
 UPDATE_LINKS = """
 UPDATE contact AS c
 SET linked_id = r.linked_id, link_precedence = r.link_precedence, updated_at = r.updated_at
-FROM jsonb_to_recordset(%s::jsonb)
+FROM jsonb_to_recordset(%(rows)s::jsonb)
      AS r(id bigint, linked_id bigint, link_precedence text, updated_at timestamptz)
-WHERE c.id = r.id"""
+WHERE c.id = r.id AND c.id = ANY(ARRAY(SELECT (jsonb_array_elements(%(rows)s::jsonb)->>'id')::bigint))"""
 INSERT_MERGES = """
 INSERT INTO merge_log (source, source_event_id, email, phone_number, surviving_primary_id,
                        merged_primary_ids, relinked_contact_ids, merged_at)
 SELECT source, source_event_id, email, phone_number, surviving_primary_id, merged_primary_ids,
        relinked_contact_ids, merged_at
-FROM jsonb_to_recordset(%s::jsonb) AS r(source text, source_event_id text, email text, phone_number text,
-     surviving_primary_id bigint, merged_primary_ids bigint[], relinked_contact_ids bigint[],
-     merged_at timestamptz)"""
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(source text, source_event_id text, email text,
+     phone_number text, surviving_primary_id bigint, merged_primary_ids bigint[],
+     relinked_contact_ids bigint[], merged_at timestamptz)"""
 INSERT_PROCESSED = """
 INSERT INTO processed_event (source, event_id, payload_hash, result)
 SELECT source, event_id, decode(payload_hash, 'hex'), result
-FROM jsonb_to_recordset(%s::jsonb) AS r(source text, event_id text, payload_hash text, result jsonb)"""
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(source text, event_id text, payload_hash text, result jsonb)"""
 # json, not jsonb: each payload is stored as its slice of the document's text (sql/003).
 INSERT_OUTBOX = """
 INSERT INTO outbox (event_type, message_key, payload)
 SELECT event_type, message_key, payload
-FROM json_to_recordset(%s::json) AS r(event_type text, message_key text, payload json)"""
+FROM json_to_recordset(%(rows)s::json) AS r(event_type text, message_key text, payload json)"""
 
 # --- guardrails (rules 12-16) -----------------------------------------------------------------------
 
@@ -149,7 +156,7 @@ WHERE email = ANY(ARRAY(SELECT jsonb_array_elements_text(%(emails)s::jsonb)))
 INSERT_SPLITS = """
 INSERT INTO split_log (cause_type, cause_id, former_primary_id, primary_ids, split_at)
 SELECT cause_type, cause_id, former_primary_id, primary_ids, split_at
-FROM jsonb_to_recordset(%s::jsonb)
+FROM jsonb_to_recordset(%(rows)s::jsonb)
      AS r(cause_type text, cause_id bigint, former_primary_id bigint, primary_ids bigint[],
           split_at timestamptz)"""
 

@@ -558,7 +558,7 @@ class Transaction:
             (queries.INSERT_OUTBOX, outbox),
         ):
             if rows:
-                self.conn.execute(statement, [_json(rows)])
+                self.conn.execute(statement, {"rows": _json(rows)})
 
 
 def _independent(
