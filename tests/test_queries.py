@@ -9,6 +9,8 @@ keeps scanning as the table grows. EXPLAIN (GENERIC_PLAN) shows that plan (Postg
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -64,7 +66,7 @@ def test_numbered_placeholders_follow_psycopg() -> None:
 
 
 @pytest.fixture(scope="module")
-def empty_database(database_url: str) -> psycopg.Connection[object]:
+def empty_database(database_url: str) -> Iterator[psycopg.Connection[Any]]:
     with fresh_database(database_url) as url:
         migrate(url)
         with psycopg.connect(url, autocommit=True) as conn:
@@ -75,7 +77,7 @@ def empty_database(database_url: str) -> psycopg.Connection[object]:
 
 @pytest.mark.parametrize("name", HOT_PATH)
 def test_a_hot_statement_plans_as_index_lookups_before_any_statistics(
-    empty_database: psycopg.Connection[object], name: str
+    empty_database: psycopg.Connection[Any], name: str
 ) -> None:
     with empty_database.transaction(force_rollback=True):
         plan = "\n".join(
