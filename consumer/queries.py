@@ -103,8 +103,12 @@ FROM json_to_recordset(%(rows)s::json) AS r(event_type text, message_key text, p
 
 # --- guardrails (rules 12-16) -----------------------------------------------------------------------
 
-# Which of these keyed hashes (consumer.core.blocklist.value_hash) an active block holds.
-BLOCKED_HASHES = "SELECT value_hash FROM blocked_value WHERE removed_at IS NULL AND value_hash = ANY(%s)"
+# Which of these keyed hashes (consumer.core.blocklist.value_hash, as a JSON array of hex strings: far
+# cheaper to send than a list of bytes) an active block holds.
+BLOCKED_HASHES = """
+SELECT value_hash FROM blocked_value
+WHERE removed_at IS NULL
+  AND value_hash = ANY(ARRAY(SELECT decode(jsonb_array_elements_text(%s::jsonb), 'hex')))"""
 # The new block's id and true, or the active block's id and false when the value is blocked already.
 INSERT_BLOCK = """
 WITH new AS (

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import psycopg
 
 from consumer import queries
@@ -118,7 +119,8 @@ class Blocklist:
             self._digest(*v): v for v in values if (again or v not in self._known) and not self._junk(*v)
         }
         if wanted:
-            self._pending.append((wanted, self.conn.execute(queries.BLOCKED_HASHES, [list(wanted)])))
+            hashes = orjson.dumps([digest.hex() for digest in wanted]).decode()
+            self._pending.append((wanted, self.conn.execute(queries.BLOCKED_HASHES, [hashes])))
             for v in wanted.values():
                 self._known[v] = False
 
