@@ -145,6 +145,12 @@ def _client_of(scope: Scope) -> Any:
     return Security(RequireScope(scope), scopes=[scope.value])
 
 
+def security_requirement(scope: Scope) -> list[dict[str, list[str]]]:
+    """The OpenAPI security requirement of a route that calls `RequireScope(scope)` itself, as
+    `routes.identify` does: what `_client_of` documents for the others."""
+    return [{RequireScope(scope).scheme_name: [scope.value]}]
+
+
 IdentifyClient = Annotated[Client, _client_of(Scope.IDENTIFY)]
 ReadClient = Annotated[Client, _client_of(Scope.READ)]
 AdminClient = Annotated[Client, _client_of(Scope.ADMIN)]

@@ -7,7 +7,6 @@ from typing import Annotated
 import pydantic_core
 from fastapi import Depends, Request
 
-from consumer.api.batching import Reconciler
 from consumer.api.db import Database
 from consumer.api.errors import ApiError
 from consumer.config import Settings
@@ -36,22 +35,18 @@ async def _normalizer(request: Request) -> Normalizer:
     return normalizer
 
 
-async def _reconciler(request: Request) -> Reconciler:
-    reconciler: Reconciler = request.app.state.reconciler
-    return reconciler
-
-
 SettingsDep = Annotated[Settings, Depends(_settings)]
 DatabaseDep = Annotated[Database, Depends(_database)]
-ReconcilerDep = Annotated[Reconciler, Depends(_reconciler)]
 GuardDep = Annotated[Guardrails, Depends(_guard)]
 NormalizerDep = Annotated[Normalizer, Depends(_normalizer)]
 
 
-async def _identifiers(request: Request, settings: SettingsDep) -> Identifiers:
-    """The body of POST /identify, parsed and normalized (rules 1-2)."""
-    data = await _json_object(request, settings)
-    normalizer: Normalizer = request.app.state.normalizer
+async def identifiers_of(request: Request) -> Identifiers:
+    """The body of POST /identify, parsed and normalized (rules 1-2). A plain function, not a
+    dependency: the hot route resolves its inputs itself (see `routes.identify`)."""
+    state = request.app.state
+    data = await _json_object(request, state.settings)
+    normalizer: Normalizer = state.normalizer
     return normalizer.identifiers(data.get("email"), data.get("phoneNumber"))
 
 
@@ -101,5 +96,4 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-IdentifiersBody = Annotated[Identifiers, Depends(_identifiers)]
 OneIdentifierBody = Annotated[tuple[Kind, str], Depends(_one_identifier)]

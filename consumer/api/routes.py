@@ -9,17 +9,17 @@ from typing import Annotated, Any, Literal
 import anyio.to_thread
 import psycopg
 import structlog
-from fastapi import APIRouter, Header, Path
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from consumer.api import metrics
-from consumer.api.auth import IdentifyClient, ReadClient
-from consumer.api.deps import DatabaseDep, IdentifiersBody, ReconcilerDep, SettingsDep
+from consumer.api.auth import ReadClient, RequireScope, security_requirement
+from consumer.api.deps import DatabaseDep, identifiers_of
 from consumer.api.errors import ApiError, responses
 from consumer.api.responses import json_response
 from consumer.audit import Action, record_audit
-from consumer.clients import Client
+from consumer.clients import Client, Scope
 from consumer.contract import IdentifyResponse
 from consumer.core import ContactView, Input, contact_view
 from consumer.migrate import pending
@@ -44,16 +44,30 @@ class Readiness(BaseModel):
     pendingMigrations: list[str] = Field(description="Migration versions not applied yet.")
 
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
-        description="Makes a retried call return the first answer without applying it twice. "
-        "Reusing a key with a different body is refused with 409. Keys are scoped per client.",
-    ),
-]
+IDEMPOTENCY_KEY = "Idempotency-Key"
+_IDEMPOTENCY_KEY_DESCRIPTION = (
+    "Makes a retried call return the first answer without applying it twice. "
+    "Reusing a key with a different body is refused with 409. Keys are scoped per client."
+)
+_IDEMPOTENCY_KEY_PARAMETER = {
+    "name": IDEMPOTENCY_KEY,
+    "in": "header",
+    "required": False,
+    "description": _IDEMPOTENCY_KEY_DESCRIPTION,
+    "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH},
+}
+_IDENTIFY_ACCESS = RequireScope(Scope.IDENTIFY)
+
+
+def idempotency_key_of(request: Request) -> str | None:
+    """The Idempotency-Key header, if sent; 422 unless 1 to 255 characters long."""
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    if key is not None and not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH:
+        rule = "at least 1 character" if not key else f"at most {IDEMPOTENCY_KEY_MAX_LENGTH} characters"
+        raise ApiError(
+            422, "invalid_header", f"header {IDEMPOTENCY_KEY}: String should have {rule}", IDEMPOTENCY_KEY
+        )
+    return key
 
 
 # Python's whitespace (what `str.strip` removes and `\s` matches in `Normalizer`), spelled out:
@@ -159,19 +173,22 @@ def identify_request_schema(normalizer: Normalizer) -> dict[str, Any]:
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/IdentifyRequest"}}},
-        }
+        },
+        "parameters": [_IDEMPOTENCY_KEY_PARAMETER],
+        "security": security_requirement(Scope.IDENTIFY),
     },
 )
-async def identify(
-    client: IdentifyClient,
-    identifiers: IdentifiersBody,
-    reconciler: ReconcilerDep,
-    settings: SettingsDep,
-    idempotency_key: IdempotencyKey = None,
-) -> Response:
+async def identify(call: Request) -> Response:
+    # The hot route resolves its key, body and header itself, in the order dependencies would, and
+    # documents them above: FastAPI's dependency resolution took a sixth of the CPU of a call
+    # (docs/benchmarks.md, "Second wave").
+    client = await _IDENTIFY_ACCESS(call)
+    identifiers = await identifiers_of(call)
+    idempotency_key = idempotency_key_of(call)
+    state = call.app.state
     request = Input(
         identifiers,
-        source=settings.api_source,
+        source=state.settings.api_source,
         # Scoped per client: two clients' "order-42" are two calls. Names cannot hold a '/'.
         event_id=f"{client.name}/{idempotency_key}" if idempotency_key else str(uuid.uuid4()),
         occurred_at=None,
@@ -180,7 +197,7 @@ async def identify(
         idempotent=idempotency_key is not None,
         keeps_answer=True,
     )
-    resolution = await reconciler.reconcile(request)
+    resolution = await state.reconciler.reconcile(request)
     metrics.RECONCILIATIONS.labels("replayed" if resolution.duplicate else resolution.outcome.value).inc()
     if resolution.merge is not None and not resolution.duplicate:
         log.info(

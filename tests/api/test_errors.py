@@ -86,9 +86,18 @@ def test_an_oversized_chunked_body_is_a_413(client: httpx.Client) -> None:
     error(response, 413, "body_too_large")
 
 
-def test_an_overlong_idempotency_key_is_a_422(client: httpx.Client) -> None:
-    response = client.post("/identify", json={"email": EMAIL}, headers={"Idempotency-Key": "k" * 300})
-    error(response, 422, "invalid_header", "Idempotency-Key")
+@pytest.mark.parametrize(
+    ("key", "rule"), [("k" * 256, "at most 255 characters"), ("", "at least 1 character")]
+)
+def test_an_idempotency_key_of_the_wrong_length_is_a_422(client: httpx.Client, key: str, rule: str) -> None:
+    response = client.post("/identify", json={"email": EMAIL}, headers={"Idempotency-Key": key})
+    detail = error(response, 422, "invalid_header", "Idempotency-Key")
+    assert rule in detail["message"]
+
+
+def test_an_idempotency_key_of_the_longest_length_is_accepted(client: httpx.Client) -> None:
+    response = client.post("/identify", json={"email": EMAIL}, headers={"Idempotency-Key": "k" * 255})
+    assert response.status_code == 200, response.text
 
 
 @pytest.mark.parametrize("contact_id", ["abc", "0", "-4", str(2**63)])
