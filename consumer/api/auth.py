@@ -127,8 +127,9 @@ def rate_limited(wait_s: float, message: str) -> ApiError:
 
 
 class RequireScope(SecurityBase):
-    """The dependency behind `IdentifyClient`, `ReadClient` and `AdminClient`: the bearer scheme of the
-    OpenAPI document and the check itself, in one dependency (each level costs FastAPI time per call)."""
+    """The dependency behind `ReadClient` and `AdminClient`, called by `POST /identify` itself: the
+    bearer scheme of the OpenAPI document and the check, in one dependency (each level costs FastAPI
+    time per call)."""
 
     def __init__(self, scope: Scope) -> None:
         self.model = SCHEME
@@ -151,7 +152,6 @@ def security_requirement(scope: Scope) -> list[dict[str, list[str]]]:
     return [{RequireScope(scope).scheme_name: [scope.value]}]
 
 
-IdentifyClient = Annotated[Client, _client_of(Scope.IDENTIFY)]
 ReadClient = Annotated[Client, _client_of(Scope.READ)]
 AdminClient = Annotated[Client, _client_of(Scope.ADMIN)]
 

@@ -2,8 +2,8 @@
 route's scope, key with it}, rate limits, the per-client idempotency namespace and the audit log.
 
 The routes come from the application itself: its OpenAPI document lists every route with the scope
-its dependency (`IdentifyClient`, `ReadClient`, `AdminClient`) requires, so a route added later is
-covered without touching this file.
+it requires (from its dependency, `ReadClient` or `AdminClient`, or declared by `/identify`, which
+checks its key itself), so a route added later is covered without touching this file.
 """
 
 from __future__ import annotations
