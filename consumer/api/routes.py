@@ -181,7 +181,7 @@ def identify_request_schema(normalizer: Normalizer) -> dict[str, Any]:
 async def identify(call: Request) -> Response:
     # The hot route resolves its key, body and header itself, in the order dependencies would, and
     # documents them above: FastAPI's dependency resolution took a sixth of the CPU of a call
-    # (docs/benchmarks.md, "Second wave").
+    # (docs/benchmarks.md, "Second wave, continued").
     client = await _IDENTIFY_ACCESS(call)
     identifiers = await identifiers_of(call)
     idempotency_key = idempotency_key_of(call)
