@@ -136,6 +136,11 @@ class RequireScope(SecurityBase):
         self.scheme_name = "apiKey"
         self.scope = scope
 
+    def security_requirement(self) -> list[dict[str, list[str]]]:
+        """The OpenAPI security requirement of a route that calls this check itself, as
+        `routes.identify` does: what `_client_of` documents for the others."""
+        return [{self.scheme_name: [self.scope.value]}]
+
     async def __call__(self, request: Request) -> Client:
         scheme, key = get_authorization_scheme_param(request.headers.get("Authorization"))
         access: AccessControl = request.app.state.access
@@ -144,12 +149,6 @@ class RequireScope(SecurityBase):
 
 def _client_of(scope: Scope) -> Any:
     return Security(RequireScope(scope), scopes=[scope.value])
-
-
-def security_requirement(scope: Scope) -> list[dict[str, list[str]]]:
-    """The OpenAPI security requirement of a route that calls `RequireScope(scope)` itself, as
-    `routes.identify` does: what `_client_of` documents for the others."""
-    return [{RequireScope(scope).scheme_name: [scope.value]}]
 
 
 ReadClient = Annotated[Client, _client_of(Scope.READ)]

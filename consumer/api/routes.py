@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from consumer.api import metrics
-from consumer.api.auth import ReadClient, RequireScope, security_requirement
+from consumer.api.auth import ReadClient, RequireScope
 from consumer.api.deps import DatabaseDep, identifiers_of
 from consumer.api.errors import ApiError, responses
 from consumer.api.responses import json_response
@@ -175,7 +175,7 @@ def identify_request_schema(normalizer: Normalizer) -> dict[str, Any]:
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/IdentifyRequest"}}},
         },
         "parameters": [_IDEMPOTENCY_KEY_PARAMETER],
-        "security": security_requirement(Scope.IDENTIFY),
+        "security": _IDENTIFY_ACCESS.security_requirement(),
     },
 )
 async def identify(call: Request) -> Response:

@@ -181,7 +181,7 @@ def reconcile_batch(
     results = reconcile_ready(conn, requests, guard)
     while left := [i for i, result in enumerate(results) if result is None]:
         pending = [requests[i] for i in left]
-        for i, result in zip(left, _transaction(conn, _run, pending, guard, True), strict=True):
+        for i, result in zip(left, _transaction(conn, Transaction.run, pending, guard, True), strict=True):
             results[i] = result
     return [result for result in results if result is not None]
 
@@ -197,11 +197,7 @@ def reconcile_ready(
     one that waits. `conn` must not be inside a transaction.
     """
     _check_idle(conn)
-    return _transaction(conn, _run, requests, guard, False)
-
-
-def _run(tx: Transaction, extra_primaries: set[int], wait: bool) -> list[Result | None]:
-    return tx.run(extra_primaries, wait)
+    return _transaction(conn, Transaction.run, requests, guard, False)
 
 
 def with_identities(
@@ -320,11 +316,10 @@ class Transaction:
         self._ids_wanted = len(requests)
         keys = [{"source": r.source, "event_id": r.event_id} for r in requests if r.idempotent]
         # API calls without an Idempotency-Key have no record to find: one statement fewer.
-        processed = conn.execute(queries.PROCESSED_EVENTS, [_json(keys)]) if keys else None
+        processed: Iterable[Any] = conn.execute(queries.PROCESSED_EVENTS, [_json(keys)]) if keys else ()
         self._load_clusters(locked)
         seen: dict[tuple[str, str], tuple[bytes, dict[str, Any]]] = {
-            (source, event_id): (bytes(digest), result)
-            for source, event_id, digest, result in (processed if processed is not None else ())
+            (source, event_id): (bytes(digest), result) for source, event_id, digest, result in processed
         }
         results = [self._apply(request, seen) for request in requests]
         self.write()
