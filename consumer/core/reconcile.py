@@ -241,7 +241,7 @@ def _transaction(
     for attempt in range(1, _MAX_ATTEMPTS + 1):
         try:
             # Pipeline mode: statements that do not need each other's results share one round trip,
-            # so a transaction costs five or six round trips whatever its size.
+            # so a transaction costs three round trips whatever its size (locks, more locks, commit).
             with conn.pipeline(), conn.transaction():
                 return body(Transaction(conn, requests, guard), extra_primaries, wait)
         except _PrimaryBusy as exc:
@@ -299,7 +299,11 @@ class Transaction:
         self.splits: list[dict[str, object]] = []
         self.processed: list[dict[str, object]] = []
         self.outbox: list[OutboxEvent] = []
+        self._processed: list[tuple[Any, ...]] = []
+        """The processed-event records of the inputs (`_lock`): (source, event id, digest, result)."""
         self._free_ids: list[int] = []
+        self._id_block: psycopg.Cursor[Any] | None = None
+        """Contact ids fetched with the locks, one per input that may insert a row (`_lock`)."""
         self._ids_wanted = 0
         """How many inputs are left to apply: the size of the next block of contact ids fetched."""
         self._known: set[tuple[Kind, str]] = set()
@@ -309,17 +313,14 @@ class Transaction:
 
     def run(self, extra_primaries: set[int], wait: bool) -> list[Result | None]:
         """Apply the inputs that can go on now; None for those left for the next transaction."""
-        ready, locked = self._lock(extra_primaries, wait, skip_blocked=True)
-        conn, requests = self.conn, [r for r, go in zip(self.requests, ready, strict=True) if go]
+        ready = self._lock(extra_primaries, wait, inputs=True)
+        requests = [r for r, go in zip(self.requests, ready, strict=True) if go]
         if not requests:
             return [None] * len(ready)
         self._ids_wanted = len(requests)
-        keys = [{"source": r.source, "event_id": r.event_id} for r in requests if r.idempotent]
-        # API calls without an Idempotency-Key have no record to find: one statement fewer.
-        processed: Iterable[Any] = conn.execute(queries.PROCESSED_EVENTS, [_json(keys)]) if keys else ()
-        self._load_clusters(locked)
         seen: dict[tuple[str, str], tuple[bytes, dict[str, Any]]] = {
-            (source, event_id): (bytes(digest), result) for source, event_id, digest, result in processed
+            (source, event_id): (bytes(digest), result)
+            for source, event_id, digest, result in self._processed
         }
         results = [self._apply(request, seen) for request in requests]
         self.write()
@@ -328,8 +329,7 @@ class Transaction:
 
     def lock_all(self, extra_primaries: set[int]) -> None:
         """Wait for the locks of every request's identifiers and identities, and load those identities."""
-        _, locked = self._lock(extra_primaries, wait=True)
-        self._load_clusters(locked)
+        self._lock(extra_primaries, wait=True)
 
     def _apply(self, request: Input, seen: dict[tuple[str, str], tuple[bytes, dict[str, Any]]]) -> Result:
         self._ids_wanted -= 1
@@ -369,51 +369,70 @@ class Transaction:
                 return graph.view(graph.rows[min(holders)].primary_id)
         return ContactView(primary_id, (), (), ())
 
-    def _lock(
-        self, extra_primaries: set[int], wait: bool, *, skip_blocked: bool = False
-    ) -> tuple[list[bool], set[int]]:
-        """Lock what the inputs can touch; returns which inputs go on in this transaction, and the
-        primaries locked.
+    def _lock(self, extra_primaries: set[int], wait: bool, *, inputs: bool = False) -> list[bool]:
+        """Lock what the requests can touch and load those identities; returns which requests go on in
+        this transaction.
 
-        First the advisory locks of every input's identifiers and idempotency key, then the row locks
+        First the advisory locks of every request's identifiers and idempotency key, then the row locks
         of the primaries of the clusters holding those identifiers. With `wait`, every lock is waited
         for, in one global order. Otherwise locks are only tried, so this transaction never waits for
-        another: an input with a lock held elsewhere, and every later input sharing an identifier, a key
-        or a cluster with it, is left for the next transaction.
+        another: a request with a lock held elsewhere, and every later request sharing an identifier, a
+        key or a cluster with it, is left for the next transaction.
 
-        With `skip_blocked` (inputs, not operations), a value known to be blocked (a junk value, or one
-        the cache holds) is neither locked nor looked up: a blocked value links nothing, so no two
-        inputs merge through it, and the identities holding it are not the input's. What the input does
-        need is the block to hold until it commits. A junk value's always does; the cache's word is read
-        again once the row locks are held (`_load_clusters`), and a value found unblocked then restarts
-        the transaction without the cache (`_StaleBlock`). An unblock committing after that read locked
-        no row this transaction holds (it locks every identity holding the value before removing the
-        block), so no identity loaded here holds the value: the input drops it as if it came first.
+        Two round trips: the key locks with the lookups, then the row locks with the loading of the
+        clusters (of every primary asked for: `_load_clusters` keeps those locked).
+
+        With `inputs`, a value known to be blocked (a junk value, or one the cache holds) is neither
+        locked nor looked up: a blocked value links nothing, so no two inputs merge through it, and the
+        identities holding it are not the input's. What the input does need is the block to hold until
+        it commits. A junk value's always does; the cache's word is read again once the row locks are
+        held (`_send_load`), and a value found unblocked then restarts the transaction without the cache
+        (`_StaleBlock`). An unblock committing after that read locked no row this transaction holds (it
+        locks every identity holding the value before removing the block), so no identity loaded here
+        holds the value: the input drops it as if it came first. The inputs' processed-event records and
+        their new contact ids are fetched in the same round trips.
         """
         conn = self.conn
         values = {v for r in self.requests for v in _values(r)}
-        if skip_blocked:
+        if inputs:
             self._skipped = {v for v in values if self.blocklist.known_blocked(*v)}
             values -= self._skipped
         keys = [_lock_keys(r, self._skipped) for r in self.requests]
         every = _json(sorted({k for ks in keys for k in ks}))
         busy_keys = conn.execute(queries.LOCK_KEYS if wait else queries.TRY_LOCK_KEYS, [every])
+        # After the key locks: the record of a key this transaction holds is final. API calls without
+        # an Idempotency-Key have no record to find.
+        event_keys = [{"source": r.source, "event_id": r.event_id} for r in self.requests if r.idempotent]
+        processed = (
+            conn.execute(queries.PROCESSED_EVENTS, [_json(event_keys)]) if inputs and event_keys else None
+        )
         # After the advisory locks: a block of these values committed before them is seen (blockers
         # take the value's lock too).
         self.blocklist.prefetch(values)
         primaries_of = self._lookup(values)
+        self._processed = [] if processed is None else processed.fetchall()
         clusters = [set().union(*(primaries_of.get(v, ()) for v in _values(r))) for r in self.requests]
-        if wait:
-            wanted = set().union(extra_primaries, *clusters)
-            cursor = conn.execute(queries.LOCK_PRIMARIES, [_json(sorted(wanted))])
-            ready = [True] * len(keys)
-            locked = {row[0] for row in cursor.fetchall()}
-        else:
-            held = {row[0] for row in busy_keys.fetchall()}
-            ready = _independent(keys, clusters, held, set())
-            wanted = set().union(extra_primaries, *(c for c, go in zip(clusters, ready, strict=True) if go))
-            cursor = conn.execute(queries.LOCK_PRIMARIES_SKIP_LOCKED, [_json(sorted(wanted))])
-            locked = {row[0] for row in cursor.fetchall()}
+        held = set() if wait else {row[0] for row in busy_keys.fetchall()}
+        ready = _independent(keys, clusters, held, set())
+        wanted = set().union(extra_primaries, *(c for c, go in zip(clusters, ready, strict=True) if go))
+        statement = queries.LOCK_PRIMARIES if wait else queries.LOCK_PRIMARIES_SKIP_LOCKED
+        cursor = conn.execute(statement, [_json(sorted(wanted))])
+        loading = self._send_load(wanted)
+        if inputs:  # an input, not a replay, with an unblocked value no live row holds may insert a row
+            replays = {(source, event_id) for source, event_id, *_ in self._processed}
+            new = sum(
+                go
+                and (r.source, r.event_id) not in replays
+                and any(
+                    v not in self._skipped and v not in primaries_of and not self.blocklist(*v)
+                    for v in _values(r)
+                )
+                for r, go in zip(self.requests, ready, strict=True)
+            )
+            if new:
+                self._id_block = conn.execute(queries.ALLOCATE_CONTACT_IDS, [new])
+        locked = {row[0] for row in cursor.fetchall()}
+        if not wait:
             ready = _independent(keys, clusters, held, wanted - locked)
         self._known = {
             (kind, value)
@@ -421,9 +440,19 @@ class Transaction:
             if go
             for kind, value in _values(r)
         } & primaries_of.keys()
-        return ready, locked
+        self._load_clusters(locked, loading)
+        return ready
 
-    def _load_clusters(self, locked: set[int]) -> None:
+    def _send_load(self, primaries: set[int]) -> tuple[psycopg.Cursor[Any], psycopg.Cursor[Any]]:
+        """Send the loading of these primaries' clusters, the clock, and the skipped values' blocks."""
+        rows = self.conn.execute(queries.CLUSTERS_OF_PRIMARIES, [_json(sorted(primaries))], binary=True)
+        clock = self.conn.execute(queries.CLOCK)
+        self.blocklist.prefetch(self._skipped, again=True)  # under the row locks (see `_lock`)
+        return rows, clock
+
+    def _load_clusters(
+        self, locked: set[int], loading: tuple[psycopg.Cursor[Any], psycopg.Cursor[Any]]
+    ) -> None:
         """Load the clusters of the `locked` primaries once every primary they hold is locked too.
 
         The identifiers' rows cannot change while their advisory locks are held, but their clusters can
@@ -432,12 +461,10 @@ class Transaction:
         without waiting, or the transaction restarts with it.
         """
         while True:
-            rows = self.conn.execute(queries.CLUSTERS_OF_PRIMARIES, [_json(sorted(locked))], binary=True)
-            clock = self.conn.execute(queries.CLOCK)
-            self.blocklist.prefetch(self._skipped, again=True)  # under the row locks (see `_lock`)
-            graph = IdentityGraph.of(
-                Contact(*row) for row in {row[0]: row for row in rows.fetchall()}.values()
-            )
+            rows, clock = loading
+            # Only the rows of the locked primaries' lookups: `loading` may hold other clusters' rows.
+            found = {row[0]: row for row in rows.fetchall() if row[0] in locked or row[3] in locked}
+            graph = IdentityGraph.of(Contact(*row) for row in found.values())
             missing = {r.primary_id for r in graph.rows.values()} - locked
             moved = [(kind, value) for kind, value in self._known if not graph.holders(kind, value)]
             if moved:
@@ -453,6 +480,7 @@ class Transaction:
             except errors.LockNotAvailable as exc:
                 raise _PrimaryBusy(locked | missing, exc) from exc
             locked |= missing
+            loading = self._send_load(locked)
 
     def _lookup(self, values: Iterable[tuple[Kind, str]]) -> dict[tuple[Kind, str], set[int]]:
         """The primaries of the live rows holding each value (one round trip, index lookups)."""
@@ -469,7 +497,9 @@ class Transaction:
     def _next_id(self) -> int:
         """Contact ids come from the table's sequence, fetched in blocks only once a row is needed."""
         if not self._free_ids:
-            cursor = self.conn.execute(queries.ALLOCATE_CONTACT_IDS, [self._ids_wanted + 1])
+            cursor, self._id_block = self._id_block, None
+            if cursor is None:  # none foreseen, or more rows than `_lock` foresaw
+                cursor = self.conn.execute(queries.ALLOCATE_CONTACT_IDS, [self._ids_wanted + 1])
             self._free_ids = [row[0] for row in cursor.fetchall()][::-1]
         return self._free_ids.pop()
 

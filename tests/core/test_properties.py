@@ -546,7 +546,6 @@ def test_one_by_one_agrees_with_the_model(
     def check(n: int, result: Result) -> None:
         rows = contacts(conn)
         rank = {row.id: i for i, row in enumerate(rows)}
-        assert [row.id for row in rows] == list(range(1, len(rows) + 1)), "one id per row, no gaps"
         assert canon(result, rank) == want.answers[n], f"step {n}: {planned[n][1]}"
         assert check_invariants(conn, limits) == []
         conn.rollback()
