@@ -417,20 +417,9 @@ class Transaction:
         wanted = set().union(extra_primaries, *(c for c, go in zip(clusters, ready, strict=True) if go))
         statement = queries.LOCK_PRIMARIES if wait else queries.LOCK_PRIMARIES_SKIP_LOCKED
         cursor = conn.execute(statement, [_json(sorted(wanted))])
+        if inputs and (new := self._new_rows(ready, primaries_of)):
+            self._id_block = conn.execute(queries.ALLOCATE_CONTACT_IDS, [new])
         loading = self._send_load(wanted)
-        if inputs:  # an input, not a replay, with an unblocked value no live row holds may insert a row
-            replays = {(source, event_id) for source, event_id, *_ in self._processed}
-            new = sum(
-                go
-                and (r.source, r.event_id) not in replays
-                and any(
-                    v not in self._skipped and v not in primaries_of and not self.blocklist(*v)
-                    for v in _values(r)
-                )
-                for r, go in zip(self.requests, ready, strict=True)
-            )
-            if new:
-                self._id_block = conn.execute(queries.ALLOCATE_CONTACT_IDS, [new])
         locked = {row[0] for row in cursor.fetchall()}
         if not wait:
             ready = _independent(keys, clusters, held, wanted - locked)
@@ -442,6 +431,21 @@ class Transaction:
         } & primaries_of.keys()
         self._load_clusters(locked, loading)
         return ready
+
+    def _new_rows(self, ready: list[bool], primaries_of: dict[tuple[Kind, str], set[int]]) -> int:
+        """How many rows the ready inputs may insert: one per input, not a replay, holding an unblocked
+        value no live row holds. Asks nothing of the database: the blocks of the values not skipped
+        came back with the lookup (the skipped values' second lookup is not sent yet)."""
+        replays = {(source, event_id) for source, event_id, *_ in self._processed}
+        return sum(
+            go
+            and (r.source, r.event_id) not in replays
+            and any(
+                v not in self._skipped and v not in primaries_of and not self.blocklist(*v)
+                for v in _values(r)
+            )
+            for r, go in zip(self.requests, ready, strict=True)
+        )
 
     def _send_load(self, primaries: set[int]) -> tuple[psycopg.Cursor[Any], psycopg.Cursor[Any]]:
         """Send the loading of these primaries' clusters, the clock, and the skipped values' blocks."""
