@@ -20,7 +20,8 @@ neither it nor the identities holding it are locked, and the block is read again
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
@@ -240,9 +241,7 @@ def _transaction(
     extra_primaries: set[int] = set()
     for attempt in range(1, _MAX_ATTEMPTS + 1):
         try:
-            # Pipeline mode: statements that do not need each other's results share one round trip,
-            # so a transaction costs three round trips whatever its size (locks, more locks, commit).
-            with conn.pipeline(), conn.transaction():
+            with _pipelined_transaction(conn):
                 return body(Transaction(conn, requests, guard), extra_primaries, wait)
         except _PrimaryBusy as exc:
             if attempt == _MAX_ATTEMPTS:
@@ -258,6 +257,38 @@ def _transaction(
             if isinstance(exc, _StaleBlock):  # the retry trusts no cache: it locks what it must at once
                 guard = replace(guard, blocked_cache=None)
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+@contextmanager
+def _pipelined_transaction(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """A transaction in pipeline mode: statements that do not need each other's results share one
+    round trip, so a transaction costs three whatever its size (locks, more locks, writes and commit).
+
+    `BEGIN` goes with the first statements and `COMMIT` with the last ones: psycopg's `transaction()`
+    would sync after the one and before the other, two round trips more. Inside a transaction of the
+    caller's, this one is a savepoint of it, through `transaction()`.
+    """
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        with conn.pipeline(), conn.transaction():
+            yield
+        return
+    autocommit = conn.autocommit
+    conn.autocommit = True  # the BEGIN is this function's, not psycopg's
+    try:
+        with conn.pipeline():
+            conn.execute(queries.BEGIN)
+            yield
+            conn.execute(queries.COMMIT)
+    except BaseException:
+        if conn.info.transaction_status in _OPEN:  # not if the connection is lost
+            conn.execute(queries.ROLLBACK)
+        raise
+    finally:
+        if not conn.broken:
+            conn.autocommit = autocommit
+
+
+_OPEN = (psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.INERROR)
 
 
 def contact_view(conn: psycopg.Connection[Any], contact_id: int) -> ContactView | None:
