@@ -1,0 +1,68 @@
+"""What a transaction of the core costs the network: its round trips, read from libpq's protocol trace."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import pq
+
+from consumer.core import reconcile_batch
+from consumer.core.blocklist import lock_key
+from tests.core.helpers import contacts, request
+
+
+def round_trips(conn: psycopg.Connection[Any], work: Callable[[], object]) -> int:
+    """How many times `work` waited for PostgreSQL: each run of messages the server sends back after
+    the client's is the answer to one round trip."""
+    with tempfile.TemporaryFile("w+") as trace:
+        conn.pgconn.trace(trace.fileno())
+        conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+        try:
+            work()
+        finally:
+            conn.pgconn.untrace()
+        trace.seek(0)
+        senders = [line[0] for line in trace if line[:1] in ("F", "B")]
+    return sum(
+        1 for before, now in zip(["F", *senders], senders, strict=False) if (before, now) == ("F", "B")
+    )
+
+
+@pytest.mark.parametrize("autocommit", [True, False], ids=["autocommit", "transactional"])
+def test_a_batch_takes_three_round_trips(
+    database_url: str, db: psycopg.Connection[Any], autocommit: bool
+) -> None:
+    """Locks and lookups, more locks with the clusters, writes with COMMIT: whatever the batch holds
+    (a match, new rows, a replay, a junk value), and whatever the connection's autocommit."""
+    with psycopg.connect(database_url, autocommit=True) as setup:
+        reconcile_batch(setup, [request("a@x.io", "+1 555 0100", event="0")])
+    batch = [
+        request("a@x.io", "+1 555 0101", event="1"),
+        request("b@x.io", event="2"),
+        request("test@test.com", "+1 555 0102", event="3"),  # a junk email
+        request("a@x.io", "+1 555 0100", event="0"),  # a replay
+    ]
+    with psycopg.connect(database_url, autocommit=autocommit) as conn:
+        assert round_trips(conn, lambda: reconcile_batch(conn, batch)) == 3
+        assert conn.info.transaction_status == pq.TransactionStatus.IDLE
+        assert conn.autocommit is autocommit
+    assert sorted(row.email or "" for row in contacts(db)) == ["", "a@x.io", "a@x.io", "b@x.io"]
+
+
+def test_a_failed_transaction_is_rolled_back(database_url: str, db: psycopg.Connection[Any]) -> None:
+    """A transaction that fails on the server (here, a lock timeout while waiting) is rolled back and
+    the connection left idle, ready for the next one."""
+    with psycopg.connect(database_url, autocommit=True) as holder, psycopg.connect(database_url) as conn:
+        holder.execute("SELECT pg_advisory_lock(%s)", [lock_key("email", "c@x.io")])
+        conn.execute("SET lock_timeout = '100ms'")
+        conn.commit()
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            reconcile_batch(conn, [request("c@x.io", event="4")])
+        assert conn.info.transaction_status == pq.TransactionStatus.IDLE
+        holder.execute("SELECT pg_advisory_unlock(%s)", [lock_key("email", "c@x.io")])
+        reconcile_batch(conn, [request("c@x.io", event="4")])
+    assert [row.email for row in contacts(db)] == ["c@x.io"]
