@@ -265,15 +265,16 @@ def _pipelined_transaction(conn: psycopg.Connection[Any]) -> Iterator[None]:
     round trip, so a transaction costs three whatever its size (locks, more locks, writes and commit).
 
     `BEGIN` goes with the first statements and `COMMIT` with the last ones: psycopg's `transaction()`
-    would sync after the one and before the other, two round trips more. Inside a transaction of the
-    caller's, this one is a savepoint of it, through `transaction()`.
+    would sync after the one and before the other, and the pipeline's exit once more, three round trips
+    more. Inside a transaction of the caller's, this one is a savepoint of it, through `transaction()`.
     """
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         with conn.pipeline(), conn.transaction():
             yield
         return
-    autocommit = conn.autocommit
-    conn.autocommit = True  # the BEGIN is this function's, not psycopg's
+    switched = not conn.autocommit  # the BEGIN is this function's, not psycopg's
+    if switched:
+        conn.autocommit = True
     try:
         with conn.pipeline():
             conn.execute(queries.BEGIN)
@@ -284,8 +285,8 @@ def _pipelined_transaction(conn: psycopg.Connection[Any]) -> Iterator[None]:
             conn.execute(queries.ROLLBACK)
         raise
     finally:
-        if not conn.broken:
-            conn.autocommit = autocommit
+        if switched and not conn.broken:
+            conn.autocommit = False
 
 
 _OPEN = (psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.INERROR)
@@ -330,7 +331,7 @@ class Transaction:
         self.splits: list[dict[str, object]] = []
         self.processed: list[dict[str, object]] = []
         self.outbox: list[OutboxEvent] = []
-        self._processed: list[tuple[Any, ...]] = []
+        self._records: list[tuple[Any, ...]] = []
         """The processed-event records of the inputs (`_lock`): (source, event id, digest, result)."""
         self._free_ids: list[int] = []
         self._id_block: psycopg.Cursor[Any] | None = None
@@ -350,8 +351,7 @@ class Transaction:
             return [None] * len(ready)
         self._ids_wanted = len(requests)
         seen: dict[tuple[str, str], tuple[bytes, dict[str, Any]]] = {
-            (source, event_id): (bytes(digest), result)
-            for source, event_id, digest, result in self._processed
+            (source, event_id): (bytes(digest), result) for source, event_id, digest, result in self._records
         }
         results = [self._apply(request, seen) for request in requests]
         self.write()
@@ -441,7 +441,7 @@ class Transaction:
         # take the value's lock too).
         self.blocklist.prefetch(values)
         primaries_of = self._lookup(values)
-        self._processed = [] if processed is None else processed.fetchall()
+        self._records = [] if processed is None else processed.fetchall()
         clusters = [set().union(*(primaries_of.get(v, ()) for v in _values(r))) for r in self.requests]
         held = set() if wait else {row[0] for row in busy_keys.fetchall()}
         ready = _independent(keys, clusters, held, set())
@@ -467,7 +467,7 @@ class Transaction:
         """How many rows the ready inputs may insert: one per input, not a replay, holding an unblocked
         value no live row holds. Asks nothing of the database: the blocks of the values not skipped
         came back with the lookup (the skipped values' second lookup is not sent yet)."""
-        replays = {(source, event_id) for source, event_id, *_ in self._processed}
+        replays = {(source, event_id) for source, event_id, *_ in self._records}
         return sum(
             go
             and (r.source, r.event_id) not in replays
