@@ -23,7 +23,6 @@ MIGRATION_TABLE_EXISTS = "SELECT to_regclass('schema_migration') IS NOT NULL"
 # A core transaction's own, sent in its pipeline with the statements around them.
 BEGIN = "BEGIN"
 COMMIT = "COMMIT"
-ROLLBACK = "ROLLBACK"
 # Taken in the order of the array: callers pass keys sorted, so every transaction locks in one order.
 # Array parameters are passed as JSON: psycopg adapts long Python lists element by element.
 LOCK_KEYS = "SELECT count(pg_advisory_xact_lock(k::bigint)) FROM jsonb_array_elements_text(%s::jsonb) AS k"

@@ -282,7 +282,9 @@ def _pipelined_transaction(conn: psycopg.Connection[Any]) -> Iterator[None]:
             conn.execute(queries.COMMIT)
     except BaseException:
         if conn.info.transaction_status in _OPEN:  # not if the connection is lost
-            conn.execute(queries.ROLLBACK)
+            # Not a ROLLBACK statement: psycopg's rollback() also forgets the statements it prepared
+            # in this pipeline, which the server skipped after the error.
+            conn.rollback()
         raise
     finally:
         if switched and not conn.broken:

@@ -145,4 +145,5 @@ def run_concurrently(
         worker.start()
     for worker in workers:
         worker.join()
-    assert failures == []
+    if failures:
+        raise BaseExceptionGroup("a worker thread failed", failures)
