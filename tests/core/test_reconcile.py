@@ -1,4 +1,4 @@
-"""What a transaction of the core costs the network: its round trips, read from libpq's protocol trace."""
+"""A core transaction on the wire: its round trips (from libpq's protocol trace), its end when it fails."""
 
 from __future__ import annotations
 
