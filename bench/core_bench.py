@@ -75,11 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             stack.callback(postgres.stop)
             url = postgres.url
         migrate(url)
-        conn: psycopg.Connection[Any] = stack.enter_context(psycopg.connect(url))
-        with conn.transaction():
-            conn.execute(SEED, [args.customers])
+        # Autocommit, as the service's connections (`consumer.db.connection_kwargs`).
+        conn: psycopg.Connection[Any] = stack.enter_context(psycopg.connect(url, autocommit=True))
+        conn.execute(SEED, [args.customers])
         conn.execute("ANALYZE")
-        conn.commit()
         guard = Guardrails.of(Settings())
         source = inputs(args.seed)
         print(f"CPU {cpu_model()}, existing customers {args.customers}, PostgreSQL durable")
