@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.guard = Guardrails.of(settings, BlockedCache(ttl) if ttl else None)
     _serve_docs(app)
     errors.install(app)
+    app.router.routes.insert(0, routes.identify_route)
     app.include_router(routes.router)
     app.include_router(blocks.router)
     app.include_router(lifecycle.router)
