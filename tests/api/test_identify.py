@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -96,3 +97,13 @@ def test_outbox_rows_only_for_calls_that_change_data(
     assert resolved["data"]["sourceEventSource"] == "identity-api"
     assert resolved["data"]["contactId"] is None
     assert events[-1][1]["data"]["mergedPrimaryIds"] == [events[2][1]["data"]["contactId"]]
+
+
+def test_each_call_without_a_key_gets_its_own_random_uuid(
+    client: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
+    for n in range(20):
+        identify(client, email=f"marty{n}@hillvalley.edu")
+    ids = [uuid.UUID(p["data"]["sourceEventId"]) for _, p in outbox(db)]
+    assert len(set(ids)) == len(ids) == 20
+    assert {i.version for i in ids} == {4}
