@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import uuid
 from functools import partial
 from typing import Annotated, Any, Literal
@@ -193,7 +192,7 @@ async def identify(call: Request) -> Response:
         identifiers,
         source=state.settings.api_source,
         # Scoped per client: two clients' "order-42" are two calls. Names cannot hold a '/'.
-        event_id=f"{client.name}/{idempotency_key}" if idempotency_key else _call_id(),
+        event_id=f"{client.name}/{idempotency_key}" if idempotency_key else str(uuid.uuid4()),
         occurred_at=None,
         publish_unchanged=False,
         # Without a key nobody can retry this call: no idempotency record to write.
@@ -212,17 +211,10 @@ async def identify(call: Request) -> Response:
     return json_response(_contact_body(resolution.contact), headers=headers)
 
 
-def _call_id() -> str:
-    """A new random (version 4) UUID naming a call sent without a key. Not `uuid.uuid4()`: its
-    `os.urandom` releases the GIL, and the event loop then waits for the database thread to hand it
-    back, up to the 5 ms switch interval, on every call. The id must be unique, not unguessable."""
-    return str(uuid.UUID(int=random.getrandbits(128), version=4))
-
-
 # FastAPI documents POST /identify (the decorator above); this plain Starlette route, which
 # `create_app` puts before every other, serves it. FastAPI's request handling (the included router
-# matched twice, the dependency solver run even with no dependencies) cost about 100 µs of a call's
-# ~400 (docs/benchmarks.md, "Second wave, sixth pass"). Errors go through the same app-level handlers.
+# matched twice, the dependency solver run even with no dependencies) cost about 45 µs of a call's
+# ~390 (docs/benchmarks.md, "Second wave, sixth pass"). Errors go through the same app-level handlers.
 class _NamedRoute(Route):
     """Names itself in the scope, as FastAPI's routes do and FastAPI's router does not for a plain
     route: the request metrics label by it."""
