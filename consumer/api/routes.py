@@ -213,8 +213,8 @@ async def identify(call: Request) -> Response:
 
 # FastAPI documents POST /identify (the decorator above); this plain Starlette route, which
 # `create_app` puts before every other, serves it. FastAPI's request handling (the included router
-# matched twice, the dependency solver run even with no dependencies) cost about 45 µs of a call's
-# ~390 (docs/benchmarks.md, "Second wave, sixth pass"). Errors go through the same app-level handlers.
+# matched twice, the dependency solver run even with no dependencies) cost about 100 µs of a call's
+# ~400 (docs/benchmarks.md, "Second wave, sixth pass"). Errors go through the same app-level handlers.
 class _NamedRoute(Route):
     """Names itself in the scope, as FastAPI's routes do and FastAPI's router does not for a plain
     route: the request metrics label by it."""
