@@ -174,7 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         cpu = {p.name: p.cpu_seconds() for p in processes}
         cpu["postgres"] = postgres_cpu_seconds(workdir / "pgdata") - pg_cpu_before
         cpu["tansu"] = cpu_seconds(broker.process.pid) - broker_cpu_before
-        report.add("CPU seconds during the run", ", ".join(f"{k} {v:.0f}" for k, v in cpu.items()))
+        report.add("CPU seconds during the run", ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
+        report.add(
+            "CPU per event, all processes",
+            f"{sum(cpu.values()) / args.events * 1e6:.0f} µs",
+        )
         workers = processes[:-1]
         batches = sum(w.metric("identity_worker_batch_size_count") for w in workers)
         if batches:
