@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,7 +14,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from psycopg_pool import ConnectionPool
 
-from consumer import db
+from consumer import db, heap
 from consumer.api import auth, blocks, errors, lifecycle, metrics, routes
 from consumer.api.batching import Reconciler
 from consumer.api.db import Database
@@ -113,10 +112,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.reconciler = reconciler
     app.state.access = auth.AccessControl(settings, database)
     reconciler.start()
-    # Everything allocated so far lives as long as the process: move it out of the collector's reach.
-    # A full collection otherwise walks FastAPI's and pydantic's whole heap, a pause of tens of
+    # A full collection would otherwise walk FastAPI's and pydantic's whole heap, a pause of tens of
     # milliseconds that set p99 (docs/api.md, "Benchmark").
-    gc.freeze()
+    heap.settle()
     try:
         yield
     finally:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import gc
 import signal
 
 from prometheus_client import start_http_server
 
+from consumer import heap
 from consumer.config import Settings
 from consumer.relay.relay import OutboxRelay, PublishFailed
 
@@ -20,5 +20,5 @@ def run_relay(settings: Settings) -> int:
         signal.signal(sig, lambda *_: relay.stop.set())
     if settings.relay_metrics_port:
         start_http_server(settings.relay_metrics_port, settings.metrics_host)
-    gc.freeze()  # as the worker: full collections need not walk what lives as long as the process
+    heap.settle()
     return relay.run()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import gc
 import signal
 
 import structlog
 from prometheus_client import start_http_server
 
+from consumer import heap
 from consumer.config import Settings
 from consumer.worker.worker import Worker
 
@@ -23,9 +23,7 @@ def run_worker(settings: Settings) -> int:
     worker = Worker(settings)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: worker.stop())
-    # The modules and clients loaded so far live as long as the process: full collections, frequent
-    # with a batch's many short-lived objects, need not walk them again and again.
-    gc.freeze()
+    heap.settle()
     try:
         worker.run()
     except Exception:
