@@ -6,7 +6,7 @@ import gc
 
 # Allocations (less deallocations) between two young collections; Python's default is 700. A batch keeps
 # tens of thousands of objects alive until it commits, and each young collection walks them again as
-# they age: in the core alone the collector took a fifth of the CPU (docs/benchmarks.md, "Second
+# they age: in bench.core_bench the collector took a fifth of the CPU (docs/benchmarks.md, "Second
 # wave, sixth pass"). The older generations keep their default ratios.
 YOUNG_COLLECTION_THRESHOLD = 50_000
 
