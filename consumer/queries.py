@@ -205,11 +205,9 @@ WHERE strpos(payload::text, %(spelled)s) > 0
 # One consistent read of the rows, the blocklist and the history.
 SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 IDENTITY_ROWS = """
-SELECT id, email, phone_number, linked_id, created_at, updated_at, source, source_event_id
-FROM contact
-WHERE deleted_at IS NULL AND coalesce(linked_id, id) = (
-    SELECT coalesce(linked_id, id) FROM contact WHERE id = %s AND deleted_at IS NULL
-)"""
+SELECT r.id, r.email, r.phone_number, r.linked_id, r.created_at, r.updated_at, r.source, r.source_event_id
+FROM contact AS c, identity_rows(coalesce(c.linked_id, c.id)) AS r
+WHERE c.id = %s AND c.deleted_at IS NULL"""
 # The oldest live row holding a value, for `identity explain --email/--phone`.
 ROW_HOLDING = """
 SELECT id FROM contact WHERE deleted_at IS NULL AND (email = %(email)s OR phone_number = %(phone)s)
@@ -282,11 +280,9 @@ LIMIT %(limit)s"""
 # --- reads ------------------------------------------------------------------------------------------
 
 CLUSTER_OF_CONTACT = """
-SELECT id, email, phone_number, linked_id, created_at, updated_at
-FROM contact
-WHERE deleted_at IS NULL AND coalesce(linked_id, id) = (
-    SELECT coalesce(linked_id, id) FROM contact WHERE id = %s AND deleted_at IS NULL
-)"""
+SELECT r.id, r.email, r.phone_number, r.linked_id, r.created_at, r.updated_at
+FROM contact AS c, identity_rows(coalesce(c.linked_id, c.id)) AS r
+WHERE c.id = %s AND c.deleted_at IS NULL"""
 
 # --- operator console (reads only) ------------------------------------------------------------------
 
@@ -297,8 +293,7 @@ SELECT coalesce(linked_id, id) FROM contact WHERE deleted_at IS NULL AND phone_n
 PRIMARY_OF_CONTACT = "SELECT coalesce(linked_id, id) FROM contact WHERE deleted_at IS NULL AND id = %s"
 CONSOLE_IDENTITY_ROWS = """
 SELECT id, email, phone_number, linked_id, created_at, source, source_event_id
-FROM contact WHERE deleted_at IS NULL AND coalesce(linked_id, id) = %s
-ORDER BY created_at, id"""
+FROM identity_rows(%s) ORDER BY created_at, id"""
 CONSOLE_IDENTITY_MERGES = """
 SELECT merged_at, source, source_event_id, surviving_primary_id, merged_primary_ids
 FROM merge_log WHERE surviving_primary_id = ANY(%s::bigint[]) OR merged_primary_ids && %s::bigint[]
@@ -316,9 +311,8 @@ WHERE reason IN ('fan_out', 'identity_cap') ORDER BY created_at DESC, id DESC LI
 # Blocks, newest first, with the live size of the identity each was found in.
 CONSOLE_BLOCKS = """
 SELECT b.id, b.kind, b.value, b.reason, b.added_by, b.identity_id,
-       (SELECT nullif(count(*), 0) FROM contact AS c
-        WHERE c.deleted_at IS NULL AND coalesce(c.linked_id, c.id) = (
-            SELECT coalesce(linked_id, id) FROM contact WHERE id = b.identity_id AND deleted_at IS NULL)),
+       (SELECT nullif(count(*), 0) FROM contact AS c, identity_rows(coalesce(c.linked_id, c.id))
+        WHERE c.id = b.identity_id AND c.deleted_at IS NULL),
        b.created_at, b.removed_at
 FROM blocked_value AS b
 WHERE b.removed_at IS NULL AND (%(reason)s::text IS NULL OR b.reason = %(reason)s)

@@ -164,3 +164,26 @@ def test_a_failing_file_is_rolled_back_and_not_recorded(empty_database: str, mig
 
     broken.write_text(PROBE_FILES["002_probe.sql"])
     assert migrate(empty_database, migrations) == ["002_probe", "003_probe_row"]
+
+
+def test_007_keeps_a_secondaries_index_an_operator_built_beforehand(
+    empty_database: str, tmp_path: Path
+) -> None:
+    for migration in available():
+        if migration.version < "007":
+            shutil.copy(migration.path, tmp_path)
+    migrate(empty_database, tmp_path)
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        conn.execute(
+            "CREATE INDEX CONCURRENTLY contact_secondaries_idx ON contact (linked_id)"
+            " WHERE deleted_at IS NULL AND linked_id IS NOT NULL"
+        )
+
+    assert "007_identity_lookups" in migrate(empty_database)
+
+    with psycopg.connect(empty_database) as conn:
+        indexes = {
+            row[0] for row in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'contact'")
+        }
+    assert "contact_secondaries_idx" in indexes
+    assert "contact_linked_idx" not in indexes
