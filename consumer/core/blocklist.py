@@ -93,7 +93,8 @@ def junk_value(kind: Kind, value: str) -> bool:
 
 def value_hash(kind: Kind, value: str, key: bytes) -> bytes:
     """The keyed hash a block is matched by; it outlives the value's erasure (rule 17)."""
-    return hmac.new(key, f"{kind}\x1f{value}".encode(), hashlib.sha256).digest()
+    # The one-shot form: OpenSSL's HMAC without a Python object per value (1.6 against 2.5 µs).
+    return hmac.digest(key, f"{kind}\x1f{value}".encode(), "sha256")
 
 
 def lock_key(*parts: str) -> int:
