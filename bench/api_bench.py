@@ -6,7 +6,8 @@ against every server in turn and then in reverse, in the same run:
 - `--floor`: `bench.floor_app`, the least a correct service must do (one round trip per call, a
   commit per new customer), on a copy of the same database, and the service/floor ratio;
 - `--cold`: the service on a new, empty, never analyzed database, measured from its first call (a
-  new deployment's first seconds), and its ratio to the warm service.
+  new deployment's first seconds), and its ratio to the warm service; with `--cold-analyzed`, its
+  tables analyzed while empty.
 
 Starts embedded PostgreSQL, applies the migrations, seeds existing customers (200,000 by default) and
 analyzes the tables, as a running shop's database would be, starts the API server process, then drives it
@@ -220,15 +221,18 @@ def copy_database(url: str, name: str) -> str:
 
 @contextmanager
 def cold_service(
-    admin_url: str, name: str, workers: int, pool_size: int, log_dir: Path
+    admin_url: str, name: str, workers: int, pool_size: int, log_dir: Path, *, analyzed: bool = False
 ) -> Iterator[ApiServer]:
-    """The service on a database of its own, just migrated: empty and never analyzed, as a new
+    """The service on a database of its own, just migrated: empty and never analyzed (or, with
+    `analyzed`, analyzed while empty, as autovacuum's first ANALYZE may find it), as a new
     deployment's first seconds."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = psycopg.conninfo.make_conninfo(admin_url, dbname=name)
     migrate(url)
     with psycopg.connect(url, autocommit=True) as conn:
+        if analyzed:
+            conn.execute("ANALYZE")
         key = bench_key(conn)
     with api_process(url, workers, pool_size, log_dir, key) as server:
         yield server
@@ -329,6 +333,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "measured from its first call, and print its ratio to the warm service",
     )
     parser.add_argument(
+        "--cold-analyzed",
+        action="store_true",
+        help="with --cold: the new database's tables analyzed while empty, as autovacuum's first "
+        "ANALYZE may find them",
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
         default=1,
@@ -387,7 +397,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                             if mode == "cold":
                                 cold = run_stack.enter_context(
                                     cold_service(
-                                        pg.url, f"cold_{level}_{run}", args.workers, args.pool_size, log_dir
+                                        pg.url,
+                                        f"cold_{level}_{run}",
+                                        args.workers,
+                                        args.pool_size,
+                                        log_dir,
+                                        analyzed=args.cold_analyzed,
                                     )
                                 )
                                 server: Server = cold

@@ -22,6 +22,10 @@ MIGRATION_TABLE_EXISTS = "SELECT to_regclass('schema_migration') IS NOT NULL"
 
 # A core transaction's own, sent in its pipeline with the statements around them.
 BEGIN = "BEGIN"
+# A seq scan only where no index serves, for the transaction (true) or the session (false). Plans made
+# on tables analyzed while nearly empty (autovacuum's first ANALYZE in a new deployment) would scan them
+# whole, and prepared statements keep their plans until the next ANALYZE, up to a minute of growth later.
+PREFER_INDEXES = "SELECT set_config('enable_seqscan', 'off', %s)"
 COMMIT = "COMMIT"
 # Taken in the order of the array: callers pass keys sorted, so every transaction locks in one order.
 # Array parameters are passed as JSON: psycopg adapts long Python lists element by element.

@@ -65,6 +65,7 @@ def explain(
     with conn.transaction():
         if snapshot:
             conn.execute(queries.SNAPSHOT)
+        conn.execute(queries.PREFER_INDEXES, [True])
         rows = sorted((Row(*r) for r in conn.execute(queries.IDENTITY_ROWS, [contact_id])), key=AGE)
         if not rows:
             return None

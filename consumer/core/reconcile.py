@@ -278,6 +278,7 @@ def _pipelined_transaction(conn: psycopg.Connection[Any]) -> Iterator[None]:
     try:
         with conn.pipeline():
             conn.execute(queries.BEGIN)
+            conn.execute(queries.PREFER_INDEXES, [True])
             yield
             conn.execute(queries.COMMIT)
     except BaseException:
@@ -297,6 +298,7 @@ _OPEN = (psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.INER
 def contact_view(conn: psycopg.Connection[Any], contact_id: int) -> ContactView | None:
     """The consolidated identity of the cluster holding `contact_id`, or None if unknown or deleted."""
     with conn.transaction():
+        conn.execute(queries.PREFER_INDEXES, [True])
         rows = [Contact(*row) for row in conn.execute(queries.CLUSTER_OF_CONTACT, [contact_id])]
     primaries = {row.primary_id for row in rows}
     graph = IdentityGraph.of(rows)

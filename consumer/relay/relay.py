@@ -202,6 +202,7 @@ class OutboxRelay:
             # vanished behind a dead network within half a minute, instead of the OS's two hours.
             self._lock_conn.execute(queries.RELAY_SESSION_KEEPALIVES)
             self._conn = self._open()
+            self._conn.execute(queries.PREFER_INDEXES, [False])  # a connection of its own: a session setting
         return self._lock_conn, self._conn
 
     def _open(self) -> psycopg.Connection[Any]:

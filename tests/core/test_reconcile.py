@@ -12,6 +12,8 @@ from psycopg import pq
 
 from consumer.core import reconcile_batch
 from consumer.core.blocklist import lock_key
+from consumer.core.reconcile import DEFAULT_GUARDRAILS, with_identities
+from consumer.normalize import Identifiers
 from tests.core.helpers import contacts, request
 
 
@@ -72,3 +74,20 @@ def test_a_failed_transaction_is_rolled_back(database_url: str, db: psycopg.Conn
         holder.execute("SELECT pg_advisory_unlock(%s)", [lock_key("email", "c@x.io")])
         reconcile_batch(conn, [request("c@x.io", event="4")])
     assert [row.email for row in contacts(db)] == ["c@x.io"]
+
+
+def test_a_transaction_prefers_indexes_and_leaves_the_session_as_it_was(
+    database_url: str, db: psycopg.Connection[Any]
+) -> None:
+    """Its statements plan as index lookups whatever the statistics (tests/test_queries.py); the
+    setting is the transaction's own."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        seen = with_identities(
+            conn,
+            [Identifiers(email="a@x.io", phone=None)],
+            DEFAULT_GUARDRAILS,
+            lambda tx: tx.conn.execute("SHOW enable_seqscan").fetchone(),
+        )
+        after = conn.execute("SHOW enable_seqscan").fetchone()
+    assert seen == ("off",)
+    assert after == ("on",)
