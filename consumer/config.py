@@ -111,6 +111,12 @@ class Settings(BaseSettings):
     api_batch_drainers: int = Field(
         1, ge=1, description="transactions taking new `/identify` calls at once, per API process"
     )
+    api_batch_linger_ms: float = Field(
+        2.0,
+        ge=0,
+        le=1000,
+        description="longest a batch waits for as many calls as the process last had at once (0: never)",
+    )
     api_auth: bool = Field(
         True,
         description="`off`: every route is open to anyone, for local experiments only (a warning is logged)",

@@ -106,6 +106,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.guard,
         max_batch=settings.api_batch_max_size,
         drainers=settings.api_batch_drainers,
+        linger_s=settings.api_batch_linger_ms / 1000,
         max_waiting=max(1, settings.api_pool_max_size - settings.api_batch_drainers),
     )
     app.state.database = database

@@ -2,11 +2,16 @@
 
 A transaction per call spends most of its time on round trips, the commit and handing work to a
 thread; one transaction for the calls that arrived together costs a fraction of that per call (see
-docs/api.md, "Concurrency and performance"). Batches form by themselves, without a timer: a drainer
-takes whatever is queued when it becomes free, so under light load a batch holds one call and adds no
-latency, and under load the calls that arrive during one commit share the next (up to
-`api_batch_max_size`). One drainer (`api_batch_drainers`) makes the largest batches, and so the least
-CPU per call: on 2 cores it beat four drainers in throughput and p99 alike (docs/benchmarks.md).
+docs/api.md, "Concurrency and performance"). A drainer takes whatever is queued when it becomes free,
+so under load the calls that arrive during one commit share the next (up to `api_batch_max_size`).
+One drainer (`api_batch_drainers`) makes the largest batches, and so the least CPU per call: on 2
+cores it beat four drainers in throughput and p99 alike (docs/benchmarks.md).
+
+Left to that alone, a few clients that each wait for their answer split into two batches that take
+turns: one is applied while the other's calls arrive. So a batch waits, at most `api_batch_linger_ms`,
+until it holds as many calls as the process last had at once (queued and being applied): the calls
+just answered come back within a round trip, and one transaction for all of them costs far less than
+two. A lone call never waits: the process had one call at once.
 
 A drainer's transaction never waits for a lock (`reconcile_ready`): calls touching a customer another
 transaction holds are applied by a transaction of their own that waits (`reconcile_batch`), off the
@@ -48,7 +53,14 @@ _Apply = Callable[..., Sequence[Result | None]]
 
 class Reconciler:
     def __init__(
-        self, database: Database, guard: Guardrails, *, max_batch: int, drainers: int, max_waiting: int
+        self,
+        database: Database,
+        guard: Guardrails,
+        *,
+        max_batch: int,
+        drainers: int,
+        max_waiting: int,
+        linger_s: float = 0.0,
     ) -> None:
         """`max_waiting` bounds the transactions waiting for locks: with the drainers, at most the pool's
         size, so a drainer always finds a connection."""
@@ -56,7 +68,13 @@ class Reconciler:
         self._guard = guard
         self._max_batch = max_batch
         self._drainers = drainers
+        self._linger_s = linger_s
         self._queue: asyncio.Queue[_Call] = asyncio.Queue()
+        self._arrived = asyncio.Event()
+        self._applying = 0
+        """Calls in the drainers' transactions now."""
+        self._at_once = 0
+        """The most calls queued and being applied at once since the last batch formed."""
         self._tasks: list[asyncio.Task[None]] = []
         self._waiting: set[asyncio.Task[None]] = set()
         self._waiting_slots = asyncio.Semaphore(max_waiting)
@@ -76,18 +94,37 @@ class Reconciler:
         """Apply one call; raises like `consumer.core.reconcile`."""
         future: asyncio.Future[Resolution] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((request, future))
+        self._at_once = max(self._at_once, self._queue.qsize() + self._applying)
+        self._arrived.set()
         return await future
 
     async def _drain(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            await self._gather(min(self._at_once, self._max_batch) - 1)
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             metrics.BATCH_SIZE.observe(len(batch))
-            if left := await self._apply(batch, reconcile_ready):
+            self._applying += len(batch)
+            self._at_once = self._queue.qsize() + self._applying
+            try:
+                left = await self._apply(batch, reconcile_ready)
+            finally:
+                self._applying -= len(batch)
+            if left:
                 task = asyncio.create_task(self._wait_and_apply(left))
                 self._waiting.add(task)
                 task.add_done_callback(self._waiting.discard)
+
+    async def _gather(self, queued: int) -> None:
+        """Wait until `queued` calls are queued, or the linger is over."""
+        if self._linger_s <= 0 or self._queue.qsize() >= queued:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._linger_s):
+                while self._queue.qsize() < queued:
+                    self._arrived.clear()
+                    await self._arrived.wait()
 
     async def _wait_and_apply(self, calls: list[_Call]) -> None:
         async with self._waiting_slots:

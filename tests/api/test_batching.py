@@ -1,5 +1,6 @@
 """Concurrent POST /identify calls share transactions, yet one call the database refuses fails alone,
-and one that waits for a customer another transaction holds holds up no other."""
+and one that waits for a customer another transaction holds holds up no other. Callers that take
+turns are gathered into one batch (the linger), and a lone caller never waits."""
 
 from __future__ import annotations
 
@@ -7,19 +8,28 @@ import asyncio
 import random
 import string
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
+from typing import Any, TypeVar
 
 import httpx
 import psycopg
 import pytest
+from anyio import CapacityLimiter
+from psycopg_pool import ConnectionPool
 
+from consumer.api.batching import Reconciler
+from consumer.api.db import Database
+from consumer.core import Guardrails, Input
 from consumer.core.blocklist import lock_key
+from consumer.normalize import Normalizer
 from tests.support.metrics import samples, value
 from tests.support.processes import ApiServer, api_server
 
 CALLS = 24
+CALLERS = 8
 BLOCKER = "blocker@hillvalley.edu"
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +107,94 @@ def test_a_call_waiting_for_a_customer_held_elsewhere_holds_up_no_other(
     with psycopg.connect(database_url, autocommit=True) as lock:
         lock.execute("SELECT pg_advisory_lock(%s)", [lock_key("email", held)])
         asyncio.run(calls(lock))
+
+
+class RecordingDatabase(Database):
+    """The real database, noting each transaction's calls; `first_batch` runs as the first one starts."""
+
+    def __init__(self, pool: ConnectionPool[Any], first_batch: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(pool, CapacityLimiter(4))
+        self.sizes: list[int] = []
+        self._first_batch = first_batch
+
+    async def run(self, work: Callable[[psycopg.Connection[Any]], T], *, timeout: float | None = None) -> T:
+        assert isinstance(work, partial)
+        self.sizes.append(len(work.keywords["requests"]))
+        if len(self.sizes) == 1:
+            await self._first_batch()
+        return await super().run(work, timeout=timeout)
+
+
+def turns(database_url: str, linger_s: float) -> list[int]:
+    """The batch sizes of eight callers that each make calls one after another, four of them joining
+    while the first four's first batch is applied: the regime where batches take turns. The first four
+    make one call more, so that all eight end together."""
+    calls = (f"turn{i}@hillvalley.edu" for i in range(CALLERS * 6))
+
+    async def caller(reconciler: Reconciler, rounds: int) -> None:
+        for _ in range(rounds):
+            await reconciler.reconcile(api_input(next(calls)))
+
+    async def run(pool: ConnectionPool[Any]) -> list[int]:
+        late: list[asyncio.Task[None]] = []
+
+        async def second_half_arrives() -> None:
+            late.extend(asyncio.create_task(caller(reconciler, 5)) for _ in range(CALLERS // 2))
+            await asyncio.sleep(0)  # one turn of the loop: each new caller queues its first call
+
+        database = RecordingDatabase(pool, second_half_arrives)
+        reconciler = started(database, linger_s)
+        try:
+            first = [asyncio.create_task(caller(reconciler, 6)) for _ in range(CALLERS // 2)]
+            await asyncio.wait_for(asyncio.gather(*first), 60)
+            await asyncio.wait_for(asyncio.gather(*late), 60)
+        finally:
+            await reconciler.stop()
+        return database.sizes
+
+    with ConnectionPool(database_url, min_size=1, max_size=4, kwargs={"autocommit": True}) as pool:
+        return asyncio.run(run(pool))
+
+
+def started(database: Database, linger_s: float) -> Reconciler:
+    reconciler = Reconciler(
+        database, Guardrails(), max_batch=32, drainers=1, max_waiting=2, linger_s=linger_s
+    )
+    reconciler.start()
+    return reconciler
+
+
+def api_input(email: str) -> Input:
+    """A call without an Idempotency-Key, as the route builds it."""
+    ids = Normalizer().identifiers(email, None)
+    return Input(ids, source="identity-api", event_id=email, idempotent=False)
+
+
+def test_callers_that_take_turns_share_one_batch_once_the_process_saw_them_at_once(
+    db: psycopg.Connection[Any], database_url: str
+) -> None:
+    # An hour's linger: were a batch to wait for calls that never come, the test would time out.
+    sizes = turns(database_url, linger_s=3600)
+    # The first four alone; the other four queued while it was applied, and from then on all eight.
+    assert sizes == [4, 8, 8, 8, 8, 8]
+    assert db.execute("SELECT count(*) FROM contact").fetchone() == (44,)
+
+
+def test_without_a_linger_the_same_callers_take_turns(db: psycopg.Connection[Any], database_url: str) -> None:
+    # What the linger is for: two half batches taking turns, a transaction each.
+    assert turns(database_url, linger_s=0) == [4] * 11
+
+
+def test_a_lone_caller_never_waits(db: psycopg.Connection[Any], database_url: str) -> None:
+    async def run(pool: ConnectionPool[Any]) -> list[int]:
+        database = RecordingDatabase(pool, lambda: asyncio.sleep(0))  # nothing else arrives
+        reconciler = started(database, linger_s=3600)
+        try:
+            for i in range(5):  # each would wait out the hour if a lone call lingered
+                await asyncio.wait_for(reconciler.reconcile(api_input(f"lone{i}@hillvalley.edu")), 60)
+        finally:
+            await reconciler.stop()
+        return database.sizes
+
+    with ConnectionPool(database_url, min_size=1, max_size=4, kwargs={"autocommit": True}) as pool:
+        assert asyncio.run(run(pool)) == [1] * 5
