@@ -120,11 +120,14 @@ class Reconciler:
         """Wait until `queued` calls are queued, or the linger is over."""
         if self._linger_s <= 0 or self._queue.qsize() >= queued:
             return
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._linger_s):
                 while self._queue.qsize() < queued:
                     self._arrived.clear()
                     await self._arrived.wait()
+        metrics.BATCH_LINGER.observe(loop.time() - started)
 
     async def _wait_and_apply(self, calls: list[_Call]) -> None:
         async with self._waiting_slots:

@@ -45,6 +45,12 @@ BATCH_SIZE = Histogram(
     "POST /identify calls applied together in one transaction.",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )
+BATCH_LINGER = Histogram(
+    "identity_api_batch_linger_seconds",
+    "How long a POST /identify batch waited for the calls its process last had at once; only batches "
+    "that found fewer queued. At API_BATCH_LINGER_MS, they did not come.",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1, 1.0),
+)
 POOL_CONNECTIONS = Gauge(
     "identity_api_db_pool_connections",
     "Database pool connections: `open` (idle or in use), `idle`, and `max`.",

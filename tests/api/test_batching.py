@@ -16,6 +16,7 @@ import httpx
 import psycopg
 import pytest
 from anyio import CapacityLimiter
+from prometheus_client import REGISTRY
 from psycopg_pool import ConnectionPool
 
 from consumer.api.batching import Reconciler
@@ -174,9 +175,13 @@ def test_callers_that_take_turns_share_one_batch_once_the_process_saw_them_at_on
     db: psycopg.Connection[Any], database_url: str
 ) -> None:
     # An hour's linger: were a batch to wait for calls that never come, the test would time out.
+    lingered = lingers()
     sizes = turns(database_url, linger_s=3600)
     # The first four alone; the other four queued while it was applied, and from then on all eight.
+    # Only the second batch waited (for the first four's next calls): once in step, the eight answered
+    # together come back together.
     assert sizes == [4, 8, 8, 8, 8, 8]
+    assert lingers() - lingered == 1
     assert db.execute("SELECT count(*) FROM contact").fetchone() == (44,)
 
 
@@ -196,5 +201,12 @@ def test_a_lone_caller_never_waits(db: psycopg.Connection[Any], database_url: st
             await reconciler.stop()
         return database.sizes
 
+    lingered = lingers()
     with ConnectionPool(database_url, min_size=1, max_size=4, kwargs={"autocommit": True}) as pool:
         assert asyncio.run(run(pool)) == [1] * 5
+    assert lingers() == lingered
+
+
+def lingers() -> float:
+    """Batches that waited for calls, so far, in this process."""
+    return REGISTRY.get_sample_value("identity_api_batch_linger_seconds_count") or 0.0
