@@ -60,7 +60,7 @@ class Reconciler:
         max_batch: int,
         drainers: int,
         max_waiting: int,
-        linger_s: float = 0.0,
+        linger_s: float,
     ) -> None:
         """`max_waiting` bounds the transactions waiting for locks: with the drainers, at most the pool's
         size, so a drainer always finds a connection."""

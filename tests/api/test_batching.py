@@ -8,7 +8,8 @@ import asyncio
 import random
 import string
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, TypeVar
 
@@ -23,7 +24,7 @@ from consumer.api.batching import Reconciler
 from consumer.api.db import Database
 from consumer.core import Guardrails, Input
 from consumer.core.blocklist import lock_key
-from consumer.normalize import Normalizer
+from tests.core.helpers import request
 from tests.support.metrics import samples, value
 from tests.support.processes import ApiServer, api_server
 
@@ -134,7 +135,7 @@ def turns(database_url: str, linger_s: float) -> list[int]:
 
     async def caller(reconciler: Reconciler, rounds: int) -> None:
         for _ in range(rounds):
-            await reconciler.reconcile(api_input(next(calls)))
+            await reconciler.reconcile(api_call(next(calls)))
 
     async def run(pool: ConnectionPool[Any]) -> list[int]:
         late: list[asyncio.Task[None]] = []
@@ -144,31 +145,35 @@ def turns(database_url: str, linger_s: float) -> list[int]:
             await asyncio.sleep(0)  # one turn of the loop: each new caller queues its first call
 
         database = RecordingDatabase(pool, second_half_arrives)
-        reconciler = started(database, linger_s)
-        try:
+        async with running(database, linger_s) as reconciler:
             first = [asyncio.create_task(caller(reconciler, 6)) for _ in range(CALLERS // 2)]
             await asyncio.wait_for(asyncio.gather(*first), 60)
             await asyncio.wait_for(asyncio.gather(*late), 60)
-        finally:
-            await reconciler.stop()
         return database.sizes
 
-    with ConnectionPool(database_url, min_size=1, max_size=4, kwargs={"autocommit": True}) as pool:
-        return asyncio.run(run(pool))
+    return in_pool(database_url, run)
 
 
-def started(database: Database, linger_s: float) -> Reconciler:
+@asynccontextmanager
+async def running(database: Database, linger_s: float) -> AsyncIterator[Reconciler]:
     reconciler = Reconciler(
         database, Guardrails(), max_batch=32, drainers=1, max_waiting=2, linger_s=linger_s
     )
     reconciler.start()
-    return reconciler
+    try:
+        yield reconciler
+    finally:
+        await reconciler.stop()
 
 
-def api_input(email: str) -> Input:
+def api_call(email: str) -> Input:
     """A call without an Idempotency-Key, as the route builds it."""
-    ids = Normalizer().identifiers(email, None)
-    return Input(ids, source="identity-api", event_id=email, idempotent=False)
+    return request(email, event=email, source="identity-api", idempotent=False)
+
+
+def in_pool(database_url: str, work: Callable[[ConnectionPool[Any]], Coroutine[Any, Any, T]]) -> T:
+    with ConnectionPool(database_url, min_size=1, max_size=4, kwargs={"autocommit": True}) as pool:
+        return asyncio.run(work(pool))
 
 
 def test_callers_that_take_turns_share_one_batch_once_the_process_saw_them_at_once(
@@ -193,17 +198,13 @@ def test_without_a_linger_the_same_callers_take_turns(db: psycopg.Connection[Any
 def test_a_lone_caller_never_waits(db: psycopg.Connection[Any], database_url: str) -> None:
     async def run(pool: ConnectionPool[Any]) -> list[int]:
         database = RecordingDatabase(pool, lambda: asyncio.sleep(0))  # nothing else arrives
-        reconciler = started(database, linger_s=3600)
-        try:
+        async with running(database, linger_s=3600) as reconciler:
             for i in range(5):  # each would wait out the hour if a lone call lingered
-                await asyncio.wait_for(reconciler.reconcile(api_input(f"lone{i}@hillvalley.edu")), 60)
-        finally:
-            await reconciler.stop()
+                await asyncio.wait_for(reconciler.reconcile(api_call(f"lone{i}@hillvalley.edu")), 60)
         return database.sizes
 
     lingered = lingers()
-    with ConnectionPool(database_url, min_size=1, max_size=4, kwargs={"autocommit": True}) as pool:
-        assert asyncio.run(run(pool)) == [1] * 5
+    assert in_pool(database_url, run) == [1] * 5
     assert lingers() == lingered
 
 
