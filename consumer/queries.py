@@ -362,7 +362,10 @@ LIMIT %s"""
 OUTBOX_ROUND_LOCK = "SELECT pg_advisory_lock_shared(hashtextextended('identity.outbox', 0))"
 OUTBOX_ROUND_UNLOCK = "SELECT pg_advisory_unlock_shared(hashtextextended('identity.outbox', 0))"
 OUTBOX_ERASURE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('identity.outbox', 0))"
-OUTBOX_MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE id = ANY(%s::bigint[])"
+# The ids as a JSON array, as the core sends its lists: far cheaper to build than a list adapted by psycopg.
+OUTBOX_MARK_PUBLISHED = """
+UPDATE outbox SET published_at = now()
+WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)::bigint))"""
 OUTBOX_BACKLOG = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
 # Bounded chunks keep each delete short; callers repeat until a chunk comes back short.
 OUTBOX_PRUNE = """

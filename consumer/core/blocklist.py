@@ -112,6 +112,7 @@ class Blocklist:
     _known: dict[tuple[Kind, str], bool] = field(default_factory=dict)
     _digests: dict[tuple[Kind, str], bytes] = field(default_factory=dict)
     _pending: list[tuple[dict[bytes, tuple[Kind, str]], psycopg.Cursor[Any]]] = field(default_factory=list)
+    _junk_values: dict[tuple[Kind, str], bool] = field(default_factory=dict)
 
     def prefetch(self, values: Iterable[tuple[Kind, str]], *, again: bool = False) -> None:
         """Send the lookup of `values` now (it can share a round trip); read it back when needed. With
@@ -179,7 +180,13 @@ class Blocklist:
         return digest
 
     def _junk(self, kind: Kind, value: str) -> bool:
-        return self.guard.junk_patterns and junk_value(kind, value)
+        """Matched once per transaction: an input's values are asked about several times."""
+        if not self.guard.junk_patterns:
+            return False
+        junk = self._junk_values.get((kind, value))
+        if junk is None:
+            junk = self._junk_values[kind, value] = junk_value(kind, value)
+        return junk
 
     def _settle(self) -> None:
         cache = self.guard.blocked_cache

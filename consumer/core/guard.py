@@ -140,8 +140,10 @@ class Guard:
         one with the most distinct counterparts (ties: the lowest value); None if they fit."""
         cap = self.limits.max_identifiers_per_identity
         rows = [r for p in primary_ids for r in self.graph.members(p)]
-        held = {v for r in rows for v in r.values()}
         incoming = set(incoming)
+        if 2 * len(rows) + len(incoming) <= cap:  # cheap bound: each row holds two values at most
+            return None
+        held = {v for r in rows for v in r.values()}
         if len(held | incoming) <= cap:
             return None
         self.blocklist.prefetch(held)

@@ -346,6 +346,8 @@ class Transaction:
         """The values of the inputs going on that live rows held when looked up."""
         self._skipped: set[tuple[Kind, str]] = set()
         """The inputs' values known to be blocked: neither locked nor looked up (see `_lock`)."""
+        self._values = [_values(r) for r in requests]
+        """Each input's values, with their kinds (asked for several times per input)."""
 
     def run(self, extra_primaries: set[int], wait: bool) -> list[Result | None]:
         """Apply the inputs that can go on now; None for those left for the next transaction."""
@@ -428,11 +430,11 @@ class Transaction:
         their new contact ids are fetched in the same round trips.
         """
         conn = self.conn
-        values = {v for r in self.requests for v in _values(r)}
+        values = {v for vs in self._values for v in vs}
         if inputs:
             self._skipped = {v for v in values if self.blocklist.known_blocked(*v)}
             values -= self._skipped
-        keys = [_lock_keys(r, self._skipped) for r in self.requests]
+        keys = [_lock_keys(r, vs, self._skipped) for r, vs in zip(self.requests, self._values, strict=True)]
         every = _json(sorted({k for ks in keys for k in ks}))
         busy_keys = conn.execute(queries.LOCK_KEYS if wait else queries.TRY_LOCK_KEYS, [every])
         # After the key locks: the record of a key this transaction holds is final. API calls without
@@ -446,7 +448,7 @@ class Transaction:
         self.blocklist.prefetch(values)
         primaries_of = self._lookup(values)
         self._records = [] if processed is None else processed.fetchall()
-        clusters = [set().union(*(primaries_of.get(v, ()) for v in _values(r))) for r in self.requests]
+        clusters = [set().union(*(primaries_of.get(v, ()) for v in vs)) for vs in self._values]
         held = set() if wait else {row[0] for row in busy_keys.fetchall()}
         ready = _independent(keys, clusters, held, set())
         wanted = set().union(extra_primaries, *(c for c, go in zip(clusters, ready, strict=True) if go))
@@ -458,12 +460,8 @@ class Transaction:
         locked = {row[0] for row in cursor.fetchall()}
         if not wait:
             ready = _independent(keys, clusters, held, wanted - locked)
-        self._known = {
-            (kind, value)
-            for r, go in zip(self.requests, ready, strict=True)
-            if go
-            for kind, value in _values(r)
-        } & primaries_of.keys()
+        going = (vs for vs, go in zip(self._values, ready, strict=True) if go)
+        self._known = {v for vs in going for v in vs} & primaries_of.keys()
         self._load_clusters(locked, loading)
         return ready
 
@@ -475,11 +473,8 @@ class Transaction:
         return sum(
             go
             and (r.source, r.event_id) not in replays
-            and any(
-                v not in self._skipped and v not in primaries_of and not self.blocklist(*v)
-                for v in _values(r)
-            )
-            for r, go in zip(self.requests, ready, strict=True)
+            and any(v not in self._skipped and v not in primaries_of and not self.blocklist(*v) for v in vs)
+            for r, vs, go in zip(self.requests, self._values, ready, strict=True)
         )
 
     def _send_load(self, primaries: set[int]) -> tuple[psycopg.Cursor[Any], psycopg.Cursor[Any]]:
@@ -644,9 +639,9 @@ def _values(r: Input) -> list[tuple[Kind, str]]:
     return values_of(r.identifiers.email, r.identifiers.phone)
 
 
-def _lock_keys(r: Input, skipped: set[tuple[Kind, str]]) -> list[int]:
+def _lock_keys(r: Input, values: list[tuple[Kind, str]], skipped: set[tuple[Kind, str]]) -> list[int]:
     keys = [lock_key("event", r.source, r.event_id)] if r.idempotent else []
-    return keys + [lock_key(kind, value) for kind, value in _values(r) if (kind, value) not in skipped]
+    return keys + [lock_key(kind, value) for kind, value in values if (kind, value) not in skipped]
 
 
 def _json(value: object) -> str:

@@ -34,10 +34,10 @@ import collections
 import os
 import threading
 import time
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, LiteralString
+from typing import Any, LiteralString, NamedTuple
 
+import orjson
 import psycopg
 import structlog
 from confluent_kafka import KafkaError, KafkaException
@@ -67,8 +67,9 @@ class PublishFailed(kafka.DeliveryFailed):
         self.error = error
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
+class OutboxRow(NamedTuple):
+    """A tuple, as the database returns it: built for every row published."""
+
     id: int
     event_type: str
     key: str
@@ -148,7 +149,7 @@ class OutboxRelay:
 
     def _publish_rows(self, conn: psycopg.Connection[Any]) -> int:
         cursor = conn.execute(queries.OUTBOX_UNPUBLISHED, [self.settings.relay_batch_size])
-        rows = [OutboxRow(*r) for r in cursor.fetchall()]
+        rows = [OutboxRow._make(r) for r in cursor.fetchall()]
         if not rows:
             return 0
         producer = self._get_producer()
@@ -161,7 +162,7 @@ class OutboxRelay:
         failed = next((i for i, error in enumerate(reports) if error is not None), len(rows))
         done = rows[:failed]
         if done:
-            conn.execute(queries.OUTBOX_MARK_PUBLISHED, [[row.id for row in done]])
+            conn.execute(queries.OUTBOX_MARK_PUBLISHED, [orjson.dumps([row.id for row in done]).decode()])
             for event_type, count in collections.Counter(row.event_type for row in done).items():
                 PUBLISHED.labels(event_type).inc(count)
             for row in done:

@@ -105,7 +105,12 @@ def _decode(value: bytes | None, headers: dict[str, bytes], normalizer: Normaliz
         if binary and isinstance(data, bytes | str):
             raise _Rejected(Reason.UNDECODABLE, "the binary-mode value is not a JSON object")
         raise _Rejected(Reason.INVALID_EVENT, "data must be a JSON object")
-    return _request(data, event.get_source(), event.get_id(), factory.time, normalizer)
+    try:
+        checkout = CheckoutData.model_validate(data, strict=True)
+    except ValidationError as exc:
+        fields = sorted({".".join(map(str, e["loc"][:1])) for e in exc.errors()})
+        raise _Rejected(Reason.INVALID_EVENT, f"invalid data field(s): {', '.join(fields)}") from None
+    return _request(checkout, event.get_source(), event.get_id(), factory.time, normalizer)
 
 
 # Times the general parser (dateutil) and datetime.fromisoformat read alike.
@@ -113,7 +118,8 @@ _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d
 
 
 class _PlainStructuredEvent(BaseModel):
-    """The usual structured event, strictly: anything else takes the general path."""
+    """The usual structured event, strictly (`data` too: validated with strict=True): anything else takes
+    the general path."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -124,7 +130,10 @@ class _PlainStructuredEvent(BaseModel):
     time: str | None = None
     datacontenttype: Literal["application/json"] | None = None
     subject: str | None = Field(None, min_length=1)
-    data: dict[str, Any]
+    data: CheckoutData
+
+
+_OPTIONAL_ATTRIBUTES = ("time", "datacontenttype", "subject")
 
 
 def _structured_fast_path(value: bytes, normalizer: Normalizer) -> Input | None:
@@ -134,8 +143,9 @@ def _structured_fast_path(value: bytes, normalizer: Normalizer) -> Input | None:
     accept exactly the same events and every rejection keeps its precise reason.
     """
     try:
-        event = _PlainStructuredEvent.model_validate_json(value)
-        if any(getattr(event, name) is None for name in event.model_fields_set):
+        event = _PlainStructuredEvent.model_validate_json(value, strict=True)
+        sent = event.model_fields_set
+        if any(getattr(event, name) is None for name in _OPTIONAL_ATTRIBUTES if name in sent):
             return None  # an optional attribute sent as null: the general path says what is wrong
         if event.time is not None and not _RFC3339.fullmatch(event.time):
             return None
@@ -150,13 +160,8 @@ def _structured_fast_path(value: bytes, normalizer: Normalizer) -> Input | None:
 
 
 def _request(
-    data: dict[str, Any], source: str, event_id: str, time: datetime | None, normalizer: Normalizer
+    checkout: CheckoutData, source: str, event_id: str, time: datetime | None, normalizer: Normalizer
 ) -> Input:
-    try:
-        checkout = CheckoutData.model_validate(data, strict=True)
-    except ValidationError as exc:
-        fields = sorted({".".join(map(str, e["loc"][:1])) for e in exc.errors()})
-        raise _Rejected(Reason.INVALID_EVENT, f"invalid data field(s): {', '.join(fields)}") from None
     try:
         identifiers = normalizer.identifiers(checkout.email, checkout.phoneNumber)
     except MissingIdentifiers as exc:

@@ -14,6 +14,7 @@ position survive any outage and `max.poll.interval.ms` is never exceeded.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import time
@@ -139,9 +140,9 @@ class Worker:
             self._inflight = []
             return
         finished = self._store_offsets()
-        for item, outcome in results:
-            if item in finished:
-                metrics.OUTCOMES.labels(_outcome_label(outcome)).inc()
+        outcomes = collections.Counter(_outcome_label(o) for item, o in results if item in finished)
+        for label, count in outcomes.items():
+            metrics.OUTCOMES.labels(label).inc(count)
         metrics.EVENTS_PROCESSED.inc(len(finished))
         metrics.BATCH_SIZE.observe(len(messages))
         metrics.BATCH_DURATION.observe(time.perf_counter() - started)
