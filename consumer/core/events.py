@@ -44,7 +44,7 @@ def outbox_events(
     resolved: dict[str, object] = {
         "sourceEventId": event_id,
         "sourceEventSource": source,
-        "outcome": applied.outcome.value,
+        "outcome": applied.outcome,  # a StrEnum: orjson writes its value
         "contactId": applied.contact_id,
         "contact": contact,
     }

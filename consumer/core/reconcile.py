@@ -83,7 +83,7 @@ class Resolution:
         """The stored answer: ids, and the identity's values only when `keep_answer`."""
         merge = self.merge
         stored: dict[str, Any] = {
-            "outcome": self.outcome.value,
+            "outcome": self.outcome,  # a StrEnum: orjson writes its value
             "contactId": self.contact_id,
             "primaryId": self.contact.primary_id,
             "merge": None

@@ -341,7 +341,7 @@ def _result(item: _Item, result: Result | None) -> Resolution | DeadLetter:
 def _outcome_label(outcome: Resolution | DeadLetter) -> str:
     if isinstance(outcome, DeadLetter):
         return "dead_lettered"
-    return "duplicate" if outcome.duplicate else outcome.outcome.value
+    return "duplicate" if outcome.duplicate else outcome.outcome
 
 
 def _names(partitions: list[TopicPartition]) -> list[str]:
