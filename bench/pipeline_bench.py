@@ -65,13 +65,13 @@ SUSTAINED_RELAY = """
 SELECT percentile_disc(0.1) WITHIN GROUP (ORDER BY published_at),
        percentile_disc(0.9) WITHIN GROUP (ORDER BY published_at),
        max(published_at)
-FROM outbox WHERE event_type = 'identity.resolved'"""
+FROM outbox_event WHERE event_type = 'identity.resolved'"""
 OUTBOX_LATENCY = """
 SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY extract(epoch FROM published_at - created_at))
-FROM outbox WHERE created_at >= %s"""
-COUNTS = (
-    "SELECT (SELECT count(*) FROM contact), (SELECT count(*) FROM merge_log), (SELECT count(*) FROM outbox)"
-)
+FROM outbox_event WHERE created_at >= %s"""
+COUNTS = """
+SELECT (SELECT count(*) FROM contact), (SELECT count(*) FROM merge_log),
+       (SELECT count(*) FROM outbox), (SELECT coalesce(sum(cardinality(event_types)), 0) FROM outbox)"""
 
 
 class Process(Service):
@@ -188,8 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "worker batches: mean size, mean duration", f"{size:.0f} events, {seconds * 1000:.0f} ms"
             )
         with psycopg.connect(postgres.url) as conn:
-            contacts, merges, outbox = conn.execute(COUNTS).fetchone() or (0, 0, 0)
-        report.add("contacts / merges / outbox rows", f"{contacts} / {merges} / {outbox}")
+            contacts, merges, rows, events = conn.execute(COUNTS).fetchone() or (0, 0, 0, 0)
+        report.add("contacts / merges / outbox rows, events", f"{contacts} / {merges} / {rows}, {events}")
 
         latency_rate = args.latency_rate or max(50.0, rate / 4)
         latency(

@@ -72,7 +72,9 @@ class Settings(BaseSettings):
     worker_dlq_timeout_s: float = Field(
         30.0, gt=0, description="how long one dead-letter delivery attempt may take before it is retried"
     )
-    relay_batch_size: int = Field(1000, ge=1, description="most outbox rows per publishing round")
+    relay_batch_size: int = Field(
+        1000, ge=1, description="events per publishing round (whole outbox rows: a larger row goes alone)"
+    )
     relay_poll_interval_s: float = Field(
         1.0,
         gt=0,

@@ -102,11 +102,15 @@ INSERT_PROCESSED = """
 INSERT INTO processed_event (source, event_id, payload_hash, result)
 SELECT source, event_id, decode(payload_hash, 'hex'), result
 FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(source text, event_id text, payload_hash text, result jsonb)"""
-# json, not jsonb: each payload is stored as its slice of the document's text (sql/003).
+# One row for the transaction's events (sql/008): types and keys as JSON arrays, the CloudEvents as
+# they are stored, one JSON document per line.
 INSERT_OUTBOX = """
-INSERT INTO outbox (event_type, message_key, payload)
-SELECT event_type, message_key, payload
-FROM json_to_recordset(%(rows)s::json) AS r(event_type text, message_key text, payload json)"""
+INSERT INTO outbox (event_types, message_keys, payloads)
+VALUES (
+    ARRAY(SELECT json_array_elements_text(%(types)s::json)),
+    ARRAY(SELECT json_array_elements_text(%(keys)s::json)),
+    %(payloads)s
+)"""
 
 # --- guardrails (rules 12-16) -----------------------------------------------------------------------
 
@@ -195,14 +199,23 @@ SET value = CASE WHEN value_hash = %(hash)s THEN NULL ELSE value END,
     note = CASE WHEN strpos(lower(note), lower(%(value)s)) > 0 THEN NULL ELSE note END
 WHERE value_hash = %(hash)s OR strpos(lower(note), lower(%(value)s)) > 0"""
 # Stored answers and outbox payloads, published or not: scanned (erasure is rare; the outbox is pruned).
-# An outbox payload is JSON text: only those whose text holds the value's JSON spelling are parsed.
+# Outbox payloads are JSON text, one event per line: only the lines whose text holds the value's JSON
+# spelling are parsed.
 ERASE_FROM_ANSWERS = """
 UPDATE processed_event SET result = without_value(result, %(value)s)
 WHERE jsonb_path_exists(result, '$.** ? (@ == $v)', jsonb_build_object('v', %(value)s::text))"""
 ERASE_FROM_OUTBOX = """
-UPDATE outbox SET payload = without_value(payload::jsonb, %(value)s)::json
-WHERE strpos(payload::text, %(spelled)s) > 0
-  AND jsonb_path_exists(payload::jsonb, '$.** ? (@ == $v)', jsonb_build_object('v', %(value)s::text))"""
+UPDATE outbox SET payloads = (
+    SELECT string_agg(
+        CASE WHEN strpos(line, %(spelled)s) > 0
+              AND jsonb_path_exists(line::jsonb, '$.** ? (@ == $v)', jsonb_build_object('v', %(value)s::text))
+            THEN without_value(line::jsonb, %(value)s)::text
+            ELSE line
+        END,
+        E'\\n' ORDER BY n)
+    FROM unnest(string_to_array(payloads, E'\\n')) WITH ORDINALITY AS e(line, n)
+)
+WHERE strpos(payloads, %(spelled)s) > 0"""
 
 # --- explanation (rule 18) --------------------------------------------------------------------------
 
@@ -331,13 +344,13 @@ ORDER BY 1""",
 }
 CONSOLE_BLOCK_VALUE = "SELECT kind, value FROM blocked_value WHERE id = %s AND removed_at IS NULL"
 CONSOLE_ERASURE_EVENTS = """
-SELECT event_type, payload::jsonb FROM outbox
+SELECT event_type, payload::jsonb FROM outbox_event
 WHERE (event_type = 'identity.erased' AND (payload->'data'->>'erasureRequestId')::bigint = %(id)s)
    OR (event_type = 'identity.split' AND payload->'data'->'cause'->>'type' = 'erasure'
        AND (payload->'data'->'cause'->>'id')::bigint = %(id)s)
-ORDER BY id"""
+ORDER BY outbox_id, position"""
 OUTBOX_HEALTH = """
-SELECT count(*), extract(epoch FROM now() - min(created_at))::float8
+SELECT coalesce(sum(cardinality(event_types)), 0), extract(epoch FROM now() - min(created_at))::float8
 FROM outbox WHERE published_at IS NULL"""
 
 # --- outbox relay -----------------------------------------------------------------------------------
@@ -351,22 +364,27 @@ SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalive
 RELAY_LISTEN = "LISTEN outbox"
 # Rows of still-running transactions are invisible and are picked up by a later round; marking rows
 # (not a high-water mark) is what makes a late commit with a lower id impossible to skip.
-# The payload as text: the relay sends those bytes as they are, without decoding and re-encoding them.
+# The oldest rows, whole, up to the first that reaches `events` events (a row larger than that goes
+# alone). Payloads stay JSON text: the relay sends each line's bytes as they are.
 OUTBOX_UNPUBLISHED = """
-SELECT id, event_type, message_key, payload::text, created_at
-FROM outbox
-WHERE published_at IS NULL
-ORDER BY id
-LIMIT %s"""
+SELECT id, event_types, message_keys, payloads, created_at
+FROM (
+    SELECT *, sum(cardinality(event_types)) OVER (ORDER BY id) - cardinality(event_types) AS before
+    FROM (
+        SELECT id, event_types, message_keys, payloads, created_at FROM outbox
+        WHERE published_at IS NULL
+        ORDER BY id
+        LIMIT %(events)s
+    ) AS oldest
+) AS counted
+WHERE before < %(events)s
+ORDER BY id"""
 # A publishing round holds the shared lock; an erasure takes it exclusively before it scrubs payloads.
 OUTBOX_ROUND_LOCK = "SELECT pg_advisory_lock_shared(hashtextextended('identity.outbox', 0))"
 OUTBOX_ROUND_UNLOCK = "SELECT pg_advisory_unlock_shared(hashtextextended('identity.outbox', 0))"
 OUTBOX_ERASURE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('identity.outbox', 0))"
-# The ids as a JSON array, as the core sends its lists: far cheaper to build than a list adapted by psycopg.
-OUTBOX_MARK_PUBLISHED = """
-UPDATE outbox SET published_at = now()
-WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)::bigint))"""
-OUTBOX_BACKLOG = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+OUTBOX_MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE id = ANY(%s)"
+OUTBOX_BACKLOG = "SELECT coalesce(sum(cardinality(event_types)), 0) FROM outbox WHERE published_at IS NULL"
 # Bounded chunks keep each delete short; callers repeat until a chunk comes back short.
 OUTBOX_PRUNE = """
 DELETE FROM outbox

@@ -33,5 +33,5 @@ def test_check_reports_a_stale_table_and_the_rewrite_fixes_it(tmp_path: Path) ->
     assert settings_doc.drift(tmp_path) == [page]
     assert settings_doc.main(["--root", str(tmp_path)]) == 0
     assert settings_doc.drift(tmp_path) == []
-    assert "| `RELAY_BATCH_SIZE` | `1000` | most outbox rows per publishing round |" in page.read_text()
+    assert "| `RELAY_BATCH_SIZE` | `1000` | events per publishing round" in page.read_text()
     assert "API_PORT" not in page.read_text()

@@ -605,19 +605,23 @@ class Transaction:
             }
             for r in (graph.rows[i] for i in sorted(graph.changed - inserted))
         ]
-        outbox = [
-            {"event_type": e.event_type, "message_key": e.key, "payload": e.payload} for e in self.outbox
-        ]
         for statement, rows in (
             (queries.INSERT_CONTACTS, contacts),
             (queries.UPDATE_LINKS, links),
             (queries.INSERT_MERGES, self.merges),
             (queries.INSERT_SPLITS, self.splits),
             (queries.INSERT_PROCESSED, self.processed),
-            (queries.INSERT_OUTBOX, outbox),
         ):
             if rows:
                 self.conn.execute(statement, {"rows": _json(rows)})
+        if events := self.outbox:
+            # One row for them all, one CloudEvent per line (sql/008).
+            outbox = {
+                "types": _json([e.event_type for e in events]),
+                "keys": _json([e.key for e in events]),
+                "payloads": "\n".join([_json(e.payload) for e in events]),
+            }
+            self.conn.execute(queries.INSERT_OUTBOX, outbox)
 
 
 def _independent(

@@ -1,19 +1,20 @@
 """`identity relay`: publish the transactional outbox to the output topics, in order, at least once.
 
-Nothing is skipped. Every row is marked (`published_at`) once its delivery report succeeded, and every
-round reads the oldest unmarked rows visible to it. There is no high-water mark a late commit could
-fall behind: a transaction that took a low outbox id but commits after higher ids were published is
-simply read by the next round. Rows of a transaction still running are invisible until it commits.
+A row holds one transaction's events, in order (sql/008). Nothing is skipped. Every row is marked
+(`published_at`) once the delivery reports of all its events succeeded, and every round reads the
+oldest unmarked rows visible to it. There is no high-water mark a late commit could fall behind: a
+transaction that took a low outbox id but commits after higher ids were published is simply read by
+the next round. Rows of a transaction still running are invisible until it commits.
 
 Per-key order. The key is the primary contact id of the resulting cluster, and the core writes rows
 for key P only while holding the row lock on primary P (it locks every primary an input touches before
 deciding anything). Two transactions writing key P are therefore serialized: the second one takes its
 outbox ids only after the first one committed. For one key, id order is commit order, and a snapshot
 that sees a key's later rows also sees its earlier ones. The relay reads in id order and sends through
-one idempotent producer (acks=all), which keeps order within a partition, and all rows of a key go to
-one partition. A failed delivery ends the round: only the rows before it are marked, and the next
-round resends from the oldest unmarked row. Retries can duplicate rows (same CloudEvent id, so
-consumers de-duplicate), never drop them.
+one idempotent producer (acks=all), which keeps order within a partition, and all events of a key go to
+one partition. A failed delivery ends the round: only the rows before the one holding it are marked,
+and the next round resends from the oldest unmarked row. Retries can duplicate events (same CloudEvent
+id, so consumers de-duplicate), never drop them.
 
 Why no `txid < pg_snapshot_xmin(pg_current_snapshot())` filter: a transaction id is assigned at the
 first write or row lock, not at commit. A batch that locks primary 5, then waits for primary 7 held by
@@ -37,7 +38,6 @@ import time
 from datetime import datetime
 from typing import Any, LiteralString, NamedTuple
 
-import orjson
 import psycopg
 import structlog
 from confluent_kafka import KafkaError, KafkaException
@@ -68,12 +68,12 @@ class PublishFailed(kafka.DeliveryFailed):
 
 
 class OutboxRow(NamedTuple):
-    """A tuple, as the database returns it: built for every row published."""
+    """One transaction's events, in order (sql/008): one CloudEvent per line of `payloads`."""
 
     id: int
-    event_type: str
-    key: str
-    payload: str
+    event_types: list[str]
+    keys: list[str]
+    payloads: str
     created_at: datetime
 
 
@@ -122,7 +122,7 @@ class OutboxRelay:
             BACKLOG.set(_scalar(conn, queries.OUTBOX_BACKLOG))
             self._backlog_at = time.monotonic() + self.settings.relay_poll_interval_s
         # A full round means more rows are waiting; otherwise sleep until a commit notifies us.
-        idle = 0.0 if published == self.settings.relay_batch_size else self.settings.relay_poll_interval_s
+        idle = 0.0 if published >= self.settings.relay_batch_size else self.settings.relay_poll_interval_s
         for _ in lock_conn.notifies(timeout=idle, stop_after=1):
             pass
 
@@ -148,43 +148,63 @@ class OutboxRelay:
             conn.execute(queries.OUTBOX_ROUND_UNLOCK)
 
     def _publish_rows(self, conn: psycopg.Connection[Any]) -> int:
-        cursor = conn.execute(queries.OUTBOX_UNPUBLISHED, [self.settings.relay_batch_size])
+        """Publish the oldest rows, up to about `relay_batch_size` events; returns how many events."""
+        cursor = conn.execute(queries.OUTBOX_UNPUBLISHED, {"events": self.settings.relay_batch_size})
         rows = [OutboxRow._make(r) for r in cursor.fetchall()]
         if not rows:
             return 0
         producer = self._get_producer()
-        unreported = KafkaError(KafkaError._MSG_TIMED_OUT, "no delivery report")
-        reports: list[KafkaError | None] = [unreported] * len(rows)
-        for index, row in enumerate(rows):
-            self._produce(producer, row, reports, index)
+        reports: list[KafkaError | None] = []
+        for row in rows:
+            self._produce(producer, row, reports)
         producer.flush(self.settings.relay_delivery_timeout_s + 5)
         delivered_at = time.time()
-        failed = next((i for i, error in enumerate(reports) if error is not None), len(rows))
-        done = rows[:failed]
+        failed = next((i for i, error in enumerate(reports) if error is not None), len(reports))
+        # The rows whose every event was delivered: the first `published` events.
+        done, published = [], 0
+        for row in rows:
+            if published + len(row.event_types) > failed:
+                break
+            done.append(row)
+            published += len(row.event_types)
         if done:
-            conn.execute(queries.OUTBOX_MARK_PUBLISHED, [orjson.dumps([row.id for row in done]).decode()])
-            for event_type, count in collections.Counter(row.event_type for row in done).items():
+            conn.execute(queries.OUTBOX_MARK_PUBLISHED, [[row.id for row in done]])
+            for event_type, count in collections.Counter(t for row in done for t in row.event_types).items():
                 PUBLISHED.labels(event_type).inc(count)
             for row in done:
-                LATENCY.observe(max(0.0, delivered_at - row.created_at.timestamp()))
-            log.debug("outbox rows published", rows=len(done), last_id=done[-1].id)
-        if failed < len(rows):
+                latency = max(0.0, delivered_at - row.created_at.timestamp())
+                for _ in row.event_types:
+                    LATENCY.observe(latency)
+            log.debug("outbox rows published", rows=len(done), events=published, last_id=done[-1].id)
+        if failed < len(reports):
             error = reports[failed]
             assert error is not None
-            raise PublishFailed(f"delivery of outbox row {rows[failed].id} failed: {error}", error)
-        return len(rows)
+            raise PublishFailed(
+                f"delivery of an event of outbox row {rows[len(done)].id} failed: {error}", error
+            )
+        return published
 
     def _produce(
-        self, producer: kafka.IdempotentProducer, row: OutboxRow, reports: list[KafkaError | None], index: int
+        self, producer: kafka.IdempotentProducer, row: OutboxRow, reports: list[KafkaError | None]
     ) -> None:
-        topic = self._topics.get(row.event_type)
-        if topic is None:
-            raise ValueError(f"outbox row {row.id} has unknown event type {row.event_type!r}")
+        """Produce the row's events; each one's delivery report lands in `reports`, in produce order."""
+        payloads = row.payloads.split("\n")
+        if len(payloads) != len(row.event_types):
+            raise ValueError(
+                f"outbox row {row.id} has {len(payloads)} payloads for {len(row.event_types)} events"
+            )
+        unreported = KafkaError(KafkaError._MSG_TIMED_OUT, "no delivery report")
+        for event_type, key, payload in zip(row.event_types, row.keys, payloads, strict=True):
+            topic = self._topics.get(event_type)
+            if topic is None:
+                raise ValueError(f"outbox row {row.id} has unknown event type {event_type!r}")
+            index = len(reports)
+            reports.append(unreported)
 
-        def on_delivery(error: KafkaError | None, _message: object) -> None:
-            reports[index] = error
+            def on_delivery(error: KafkaError | None, _message: object, index: int = index) -> None:
+                reports[index] = error
 
-        producer.produce(topic, row.payload, row.key, headers=[CONTENT_TYPE], on_delivery=on_delivery)
+            producer.produce(topic, payload, key, headers=[CONTENT_TYPE], on_delivery=on_delivery)
 
     def _prune_chunk(self, conn: psycopg.Connection[Any]) -> None:
         """Delete one chunk of old published rows; come back next step until a chunk comes back short."""

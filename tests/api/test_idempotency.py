@@ -9,7 +9,7 @@ import psycopg
 
 
 def counts(db: psycopg.Connection[Any]) -> tuple[int, int]:
-    row = db.execute("SELECT (SELECT count(*) FROM contact), (SELECT count(*) FROM outbox)").fetchone()
+    row = db.execute("SELECT (SELECT count(*) FROM contact), (SELECT count(*) FROM outbox_event)").fetchone()
     db.commit()
     assert row is not None
     return row[0], row[1]

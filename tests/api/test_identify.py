@@ -19,7 +19,7 @@ def identify(client: httpx.Client, **body: object) -> dict[str, Any]:
 
 
 def outbox(db: psycopg.Connection[Any]) -> list[tuple[str, dict[str, Any]]]:
-    rows = db.execute("SELECT event_type, payload FROM outbox ORDER BY id").fetchall()
+    rows = db.execute("SELECT event_type, payload FROM outbox_event ORDER BY outbox_id, position").fetchall()
     db.commit()
     return [(event_type, payload) for event_type, payload in rows]
 

@@ -36,7 +36,7 @@ def test_pipeline_health_shows_the_workers_figures_and_the_outbox(
     # The panel refreshes itself (every second here) until the worker has dead-lettered the bad record.
     browser.wait.until(lambda _: "undecodable" in browser.text_of("dead-letters"))
     assert browser.text_of("dead-letters").splitlines()[1:] == ["undecodable\t1"]
-    backlog = db.execute("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetchone()
+    backlog = db.execute("SELECT count(*) FROM outbox_event WHERE published_at IS NULL").fetchone()
     assert backlog is not None
     assert backlog[0] >= 1
     browser.wait.until(lambda _: browser.text_of("outbox-backlog") == str(backlog[0]))

@@ -81,7 +81,9 @@ def table(conn: psycopg.Connection[Any], statement: LiteralString) -> list[dict[
 
 
 def outbox(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
-    return table(conn, "SELECT event_type, message_key, payload FROM outbox ORDER BY id")
+    return table(
+        conn, "SELECT event_type, message_key, payload FROM outbox_event ORDER BY outbox_id, position"
+    )
 
 
 def merge_log(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
@@ -99,7 +101,7 @@ def counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
         "SELECT (SELECT count(*) FROM contact) AS contact,"
         " (SELECT count(*) FROM processed_event) AS processed_event,"
         " (SELECT count(*) FROM merge_log) AS merge_log,"
-        " (SELECT count(*) FROM outbox) AS outbox",
+        " (SELECT count(*) FROM outbox_event) AS outbox",
     )
     return dict(row)
 

@@ -134,7 +134,7 @@ def test_random_overlapping_inputs_from_many_threads(db: psycopg.Connection[Any]
     assert sorted((p["source"], p["event_id"]) for p in processed) == sorted(
         (r.source, r.event_id) for r in everything
     )
-    resolved = table(db, "SELECT count(*) AS n FROM outbox WHERE event_type = 'identity.resolved'")
+    resolved = table(db, "SELECT count(*) AS n FROM outbox_event WHERE event_type = 'identity.resolved'")
     assert resolved == [{"n": len(everything)}]
     assert counts(db)["merge_log"] == merged > 0
 
@@ -155,7 +155,7 @@ def test_hub_values_from_many_threads_are_blocked_and_split(
     db.rollback()
     blocks = table(db, "SELECT kind, value FROM blocked_value")
     assert {"kind": "phone", "value": HUB_PHONE} in blocks, f"seed {seed}"
-    assert table(db, "SELECT count(*) AS n FROM outbox WHERE event_type = 'identity.split'")[0]["n"] > 0
+    assert table(db, "SELECT count(*) AS n FROM outbox_event WHERE event_type = 'identity.split'")[0]["n"] > 0
     refused = [r for r in results if isinstance(r, BlockedInput)]
     everything = {(r.source, r.event_id): r for plan in plans for round_ in plan for r in round_}
     blocked = {row["value"] for row in blocks}

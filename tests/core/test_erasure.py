@@ -143,6 +143,26 @@ def test_erasing_a_bridging_email_removes_it_everywhere_and_splits_the_rest(
     assert MCFLY not in replay.contact.emails
 
 
+def test_an_erasure_rewrites_only_the_events_of_an_outbox_row_that_carry_the_value(
+    db: psycopg.Connection[Any], database_url: str
+) -> None:
+    # One transaction, so one outbox row (sql/008) holding events with and without the value.
+    reconcile_batch(db, [request(LORRAINE, "123456", event="e1"), request(MCFLY, "717171", event="e2")])
+    (before,) = table(db, "SELECT payloads FROM outbox")
+    lorraines, mcflys = before["payloads"].split("\n")
+    db.commit()
+
+    erase(db, "email", MCFLY, "operator:test", GUARD)
+
+    after, _erasure_events = table(db, "SELECT payloads FROM outbox ORDER BY id")
+    kept, scrubbed = after["payloads"].split("\n")
+    assert kept == lorraines, "an event without the value is left byte for byte"
+    assert json.loads(scrubbed)["data"]["contact"]["emails"] == []
+    assert json.loads(scrubbed)["id"] == json.loads(mcflys)["id"]
+    for form in dumped_forms(MCFLY):
+        assert form not in pg_dump(database_url)
+
+
 def test_a_redelivered_event_stays_a_duplicate_and_brings_nothing_back(db: psycopg.Connection[Any]) -> None:
     hillvalley(db)
     erase(db, "email", MCFLY, "operator:test", GUARD)

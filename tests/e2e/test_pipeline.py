@@ -210,7 +210,7 @@ def test_events_produced_twice_create_no_rows_and_no_output_events(
     stack: Stack, db: psycopg.Connection[Any], reader: OutputReader
 ) -> None:
     messages = run_story(stack, db, reader)
-    counts = "SELECT (SELECT count(*) FROM contact), (SELECT count(*) FROM outbox)"
+    counts = "SELECT (SELECT count(*) FROM contact), (SELECT count(*) FROM outbox_event)"
     before = db.execute(counts).fetchone()
     db.commit()
     assert before is not None

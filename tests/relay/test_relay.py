@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import urllib.request
 from collections import defaultdict
@@ -11,7 +12,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.types.json import Jsonb
 
 from consumer.contract import MERGED_TYPE, RESOLVED_TYPE
 from consumer.local.embedded import create_topics, free_port, start_broker
@@ -57,9 +57,11 @@ def test_publishes_each_row_to_its_topic_with_key_payload_and_order(
     reconcile_events(db, synthetic_events(300), batch=50)
     rows = outbox_rows(db)
     assert {row[1] for row in rows} == {RESOLVED_TYPE, MERGED_TYPE}
+    assert len({row[0] for row in rows}) == 6, "one outbox row per transaction"
     port = free_port()
 
-    relay = start_relay(RELAY_METRICS_PORT=str(port))
+    # Rounds of 20 events: every row, of 50 events or more, goes whole and alone.
+    relay = start_relay(RELAY_METRICS_PORT=str(port), RELAY_BATCH_SIZE="20")
     wait_until(lambda: unpublished(db) == 0, what="every row marked published")
     messages = reader.read_until(lambda m: len(m) >= len(rows))
 
@@ -154,10 +156,10 @@ def test_rows_of_one_key_go_out_in_commit_order_whatever_the_txids(
     # The core's shape: transaction B locks one primary (taking the smaller txid), then waits for key
     # 42's primary, locked by A; A writes key 42 and commits, then B does. An unrelated transaction
     # with a txid in between stays open all along; a txid-based filter would publish B's row first.
-    insert = "INSERT INTO outbox (event_type, message_key, payload) VALUES (%s, '42', %s)"
+    insert = "INSERT INTO outbox (event_types, message_keys, payloads) VALUES (ARRAY[%s], ARRAY['42'], %s)"
 
-    def event(event_id: str) -> Jsonb:
-        return Jsonb({"specversion": "1.0", "id": event_id, "source": SOURCE, "type": RESOLVED_TYPE})
+    def event(event_id: str) -> str:
+        return json.dumps({"specversion": "1.0", "id": event_id, "source": SOURCE, "type": RESOLVED_TYPE})
 
     with (
         psycopg.connect(database_url) as a,

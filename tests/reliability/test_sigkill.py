@@ -26,7 +26,8 @@ from tests.support.stack import Stack, overlapping_checkouts, record_figures, ve
 def published_resolved(database_url: str) -> int:
     return scalar(
         database_url,
-        "SELECT count(*) FROM outbox WHERE event_type = 'identity.resolved' AND published_at IS NOT NULL",
+        "SELECT count(*) FROM outbox_event"
+        " WHERE event_type = 'identity.resolved' AND published_at IS NOT NULL",
     )
 
 

@@ -201,7 +201,7 @@ def outcome(conn: psycopg.Connection[Any], key: tuple[str, str] | None) -> bool:
     if key is None or any("\x00" in part for part in key):
         return False  # PostgreSQL text cannot hold NUL: such a key is never stored, nor queried for
     row = conn.execute(
-        "SELECT count(*) FROM outbox WHERE event_type = 'identity.resolved'"
+        "SELECT count(*) FROM outbox_event WHERE event_type = 'identity.resolved'"
         " AND payload->'data'->>'sourceEventSource' = %s AND payload->'data'->>'sourceEventId' = %s",
         key,
     ).fetchone()

@@ -145,7 +145,7 @@ def test_services_run_as_runtime_roles_without_superuser_rights(
         }
         refused_to = {
             "worker": refused | {"DELETE FROM contact", "SELECT * FROM api_key"},
-            "relay": refused | {"SELECT * FROM contact", "INSERT INTO outbox (event_type) VALUES ('x')"},
+            "relay": refused | {"SELECT * FROM contact", "INSERT INTO outbox (payloads) VALUES ('x')"},
             "api": refused
             | {"SELECT * FROM audit_log", "INSERT INTO api_client (name, scopes) VALUES ('x', '{}')"},
         }

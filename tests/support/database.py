@@ -41,18 +41,19 @@ def processed(target: Target, source: str = SOURCE) -> int:
 
 
 def unpublished(target: Target) -> int:
-    return scalar(target, "SELECT count(*) FROM outbox WHERE published_at IS NULL")
+    return scalar(target, "SELECT count(*) FROM outbox_event WHERE published_at IS NULL")
 
 
 def published(target: Target) -> int:
-    return scalar(target, "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL")
+    return scalar(target, "SELECT count(*) FROM outbox_event WHERE published_at IS NOT NULL")
 
 
 def outbox_rows(target: Target) -> list[tuple[Any, ...]]:
     """(id, event_type, message_key, payload, published) for every outbox row, by id."""
     return rows(
         target,
-        "SELECT id, event_type, message_key, payload, published_at IS NOT NULL FROM outbox ORDER BY id",
+        "SELECT outbox_id, event_type, message_key, payload, published_at IS NOT NULL"
+        " FROM outbox_event ORDER BY outbox_id, position",
     )
 
 
@@ -108,7 +109,9 @@ def snapshot(database_url: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, 
             "SELECT id, email, phone_number, linked_id, link_precedence, created_at, source_event_id"
             " FROM contact ORDER BY created_at, id"
         ).fetchall()
-        events = conn.execute("SELECT event_type, message_key, payload FROM outbox ORDER BY id").fetchall()
+        events = conn.execute(
+            "SELECT event_type, message_key, payload FROM outbox_event ORDER BY outbox_id, position"
+        ).fetchall()
     by_id = {row[0]: row[6] for row in rows}
     contacts = [
         (event, email, phone, by_id.get(linked), precedence, created)

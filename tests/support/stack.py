@@ -142,7 +142,7 @@ def verify_database(
             (SOURCE,),
         ).fetchall()
         resolved = conn.execute(
-            "SELECT payload->'data'->>'sourceEventId' FROM outbox"
+            "SELECT payload->'data'->>'sourceEventId' FROM outbox_event"
             " WHERE event_type = 'identity.resolved' AND payload->'data'->>'sourceEventSource' = %s",
             (SOURCE,),
         ).fetchall()
@@ -159,7 +159,10 @@ def verify_database(
     assert duplicates == 0
     assert processed(database_url) == len(checkouts)
     merges = scalar(database_url, "SELECT count(*) FROM merge_log")
-    assert scalar(database_url, "SELECT count(*) FROM outbox WHERE event_type = 'identity.merged'") == merges
+    assert (
+        scalar(database_url, "SELECT count(*) FROM outbox_event WHERE event_type = 'identity.merged'")
+        == merges
+    )
     return {
         "rows": len(rows),
         "resolved_rows": len(resolved),
@@ -170,7 +173,7 @@ def verify_database(
 
 def verify_outputs(reader: OutputReader, checkouts: list[Checkout], database_url: str) -> dict[str, int]:
     """Every outbox row reached its topic (duplicates allowed, with the same CloudEvent id)."""
-    outbox = scalar(database_url, "SELECT count(*) FROM outbox")
+    outbox = scalar(database_url, "SELECT count(*) FROM outbox_event")
     messages = reader.read_until(lambda m: len({x.id for x in m}) >= outbox, timeout=120)
     ids = Counter(m.id for m in messages)
     wanted = {c.event_id for c in checkouts}

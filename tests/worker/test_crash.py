@@ -67,19 +67,20 @@ def test_sigkill_at_random_moments_applies_every_event_exactly_once(
     wait_until(lambda: processed(database_url) == EVENTS, 120, f"every event (seed {seed})")
 
     assert (
-        scalar(database_url, "SELECT count(*) FROM outbox WHERE event_type = 'identity.resolved'") == EVENTS
+        scalar(database_url, "SELECT count(*) FROM outbox_event WHERE event_type = 'identity.resolved'")
+        == EVENTS
     )
     assert (
         scalar(
             database_url,
-            "SELECT count(DISTINCT payload->'data'->>'sourceEventId') FROM outbox"
+            "SELECT count(DISTINCT payload->'data'->>'sourceEventId') FROM outbox_event"
             " WHERE event_type = 'identity.resolved'",
         )
         == EVENTS
     )
-    assert scalar(database_url, "SELECT count(*) FROM outbox WHERE event_type = 'identity.merged'") == scalar(
-        database_url, "SELECT count(*) FROM merge_log"
-    )
+    assert scalar(
+        database_url, "SELECT count(*) FROM outbox_event WHERE event_type = 'identity.merged'"
+    ) == scalar(database_url, "SELECT count(*) FROM merge_log")
     assert scalar(database_url, "SELECT count(*) - count(DISTINCT source_event_id) FROM contact") == 0
     with psycopg.connect(database_url) as conn:
         assert check_invariants(conn, UNGUARDED) == [], f"seed {seed}"

@@ -87,6 +87,6 @@ def assert_applied_once(url: str, events: int) -> None:
     with psycopg.connect(url) as conn:
         assert check_invariants(conn) == []
         (resolved,) = conn.execute(
-            "SELECT count(*) FROM outbox WHERE event_type = 'identity.resolved'"
+            "SELECT count(*) FROM outbox_event WHERE event_type = 'identity.resolved'"
         ).fetchone() or (0,)
     assert resolved == events

@@ -174,7 +174,7 @@ def test_bad_events_are_dead_lettered_and_the_good_ones_around_them_processed(
         assert b"someone-else" not in text
     wait_until(lambda: processed(database_url) == 3, 30, "the good events")
     assert scalar(database_url, "SELECT count(*) FROM contact") == 3
-    assert scalar(database_url, "SELECT count(*) FROM outbox") == 3
+    assert scalar(database_url, "SELECT count(*) FROM outbox_event") == 3
     with psycopg.connect(database_url) as conn:
         (email,) = conn.execute("SELECT email FROM contact WHERE source_event_id = 'good-2'").fetchone() or ()
     assert email == "jennifer@hillvalley.example"
@@ -229,9 +229,9 @@ def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_stop
     wait_until(lambda: processed(database_url) == len(events), 90, "the other worker to finish")
     assert second.logged("partitions assigned")
     assert len(second.owned()) == 4
-    assert scalar(database_url, "SELECT count(*) FROM outbox WHERE event_type = 'identity.resolved'") == len(
-        events
-    )
+    assert scalar(
+        database_url, "SELECT count(*) FROM outbox_event WHERE event_type = 'identity.resolved'"
+    ) == len(events)
     with psycopg.connect(database_url) as conn:
         assert check_invariants(conn, UNGUARDED) == []
     assert clusters(database_url) == components(pairs)
@@ -304,4 +304,4 @@ def test_offsets_wait_for_the_dead_letters_to_be_delivered(
         "the offsets to be committed",
     )
     assert processed(database_url) == 1
-    assert scalar(database_url, "SELECT count(*) FROM outbox") == 1
+    assert scalar(database_url, "SELECT count(*) FROM outbox_event") == 1
