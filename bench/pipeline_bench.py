@@ -164,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         processes.append(Process("relay", "relay", env, workdir))
         for p in processes:
             stack.callback(p.stop)
+        wal_before = wal_position(postgres.url)
         pg_cpu_before = postgres_cpu_seconds(workdir / "pgdata")
         broker_cpu_before = cpu_seconds(broker.process.pid)
         started = time.monotonic()
@@ -178,6 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.add(
             "CPU per event, all processes",
             f"{sum(cpu.values()) / args.events * 1e6:.0f} µs",
+        )
+        report.add(
+            "PostgreSQL WAL per event", f"{(wal_position(postgres.url) - wal_before) / args.events:,.0f} B"
         )
         workers = processes[:-1]
         batches = sum(w.metric("identity_worker_batch_size_count") for w in workers)
@@ -208,6 +212,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if tps:
             report.add("pipeline / pgbench per-event transactions", f"{rate / tps:.2f}x")
     return 0
+
+
+def wal_position(database_url: str) -> int:
+    """Bytes of WAL the server has written since its start (an LSN as a number)."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT pg_current_wal_lsn() - '0/0'").fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def produce_backlog(bootstrap: str, events: int, customers: int, seed: int, report: Report) -> None:
