@@ -187,3 +187,42 @@ def test_007_keeps_a_secondaries_index_an_operator_built_beforehand(
         }
     assert "contact_secondaries_idx" in indexes
     assert "contact_linked_idx" not in indexes
+
+
+def test_008_keeps_every_outbox_event_one_row_each_in_order(empty_database: str, tmp_path: Path) -> None:
+    for migration in available():
+        if migration.version < "008":
+            shutil.copy(migration.path, tmp_path)
+    migrate(empty_database, tmp_path)
+    # As 003 left them: json payloads, spelled by whoever wrote them (a line break included).
+    events = [
+        ("identity.resolved", "7", '{"id": "a",\n "type": "identity.resolved"}', True),
+        ("identity.merged", "7", '{"id": "b", "type": "identity.merged"}', False),
+        ("identity.resolved", "9", '{"id": "c", "type": "identity.resolved"}', False),
+    ]
+    with psycopg.connect(empty_database) as conn:
+        for event_type, key, payload, published in events:
+            conn.execute(
+                "INSERT INTO outbox (event_type, message_key, payload, published_at)"
+                " VALUES (%s, %s, %s, CASE WHEN %s THEN now() END)",
+                [event_type, key, payload, published],
+            )
+
+    assert migrate(empty_database) == ["008_outbox_row_per_transaction"]
+
+    with psycopg.connect(empty_database) as conn:
+        rows = conn.execute(
+            "SELECT event_types, message_keys, payloads, published_at IS NOT NULL FROM outbox ORDER BY id"
+        ).fetchall()
+        seen = conn.execute(
+            "SELECT event_type, message_key, payload->>'id' FROM outbox_event ORDER BY outbox_id, position"
+        ).fetchall()
+    assert [(types, keys, published) for types, keys, _, published in rows] == [
+        ([t], [k], p) for t, k, _, p in events
+    ]
+    assert all("\n" not in payloads for *_, payloads, _ in rows)
+    assert seen == [
+        ("identity.resolved", "7", "a"),
+        ("identity.merged", "7", "b"),
+        ("identity.resolved", "9", "c"),
+    ]
