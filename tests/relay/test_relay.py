@@ -31,8 +31,8 @@ def topic_of(topics: Topics, event_type: str) -> str:
 
 
 def assert_matches_outbox(rows: list[tuple[Any, ...]], messages: list[Output], topics: Topics) -> None:
-    """Every row is on its topic with its key and payload; per key, messages follow the outbox id order;
-    a row sent twice (after a crash) is sent identically."""
+    """Every event is on its topic with its key and payload; per key, messages follow the outbox order
+    (row id, then position in the row); an event sent twice (after a crash) is sent identically."""
     first: dict[str, Output] = {}
     for message in messages:
         assert first.setdefault(message.id, message) == message

@@ -49,7 +49,7 @@ def published(target: Target) -> int:
 
 
 def outbox_rows(target: Target) -> list[tuple[Any, ...]]:
-    """(id, event_type, message_key, payload, published) for every outbox row, by id."""
+    """(outbox row id, event_type, message_key, payload, published) for every outbox event, in order."""
     return rows(
         target,
         "SELECT outbox_id, event_type, message_key, payload, published_at IS NOT NULL"

@@ -172,7 +172,7 @@ def verify_database(
 
 
 def verify_outputs(reader: OutputReader, checkouts: list[Checkout], database_url: str) -> dict[str, int]:
-    """Every outbox row reached its topic (duplicates allowed, with the same CloudEvent id)."""
+    """Every outbox event reached its topic (duplicates allowed, with the same CloudEvent id)."""
     outbox = scalar(database_url, "SELECT count(*) FROM outbox_event")
     messages = reader.read_until(lambda m: len({x.id for x in m}) >= outbox, timeout=120)
     ids = Counter(m.id for m in messages)
