@@ -239,7 +239,8 @@ def test_009_compresses_outbox_payloads_with_lz4_where_the_server_has_it(empty_d
         except psycopg.errors.FeatureNotSupported:
             has_lz4 = False
         method = conn.execute(
-            "SELECT attcompression FROM pg_attribute WHERE attrelid = 'outbox'::regclass AND attname = 'payloads'"
+            "SELECT attcompression FROM pg_attribute"
+            " WHERE attrelid = 'outbox'::regclass AND attname = 'payloads'"
         ).fetchone()
     # '' is the server's default (pglz).
     assert method == ("l" if has_lz4 else "",)
