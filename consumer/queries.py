@@ -37,13 +37,14 @@ WHERE NOT pg_try_advisory_xact_lock(k::bigint)"""
 # Every statement of a transaction plans as index lookups even on a new deployment's empty, never
 # analyzed tables: a prepared statement's generic plan, made then, is kept until autovacuum first
 # analyzes the table, and a scan planned for an empty table gets slower with every row (docs/benchmarks.md,
-# "Cold start"; tests/test_queries.py). Hence the lookup per key below: OFFSET 0 keeps it from being
-# flattened into a join that could be planned as a hash join over the whole table.
+# "Cold start"; tests/test_queries.py).
+# The records of (source, event_id) keys, as one scan of the primary key with both arrays as its
+# condition (a lookup per key cost a fifth more). With several sources it may also find a source's
+# record of another source's id: callers match records by their whole key.
 PROCESSED_EVENTS = """
-SELECT p.source, p.event_id, p.payload_hash, p.result
-FROM jsonb_to_recordset(%s::jsonb) AS k(source text, event_id text) CROSS JOIN LATERAL (
-    SELECT * FROM processed_event WHERE source = k.source AND event_id = k.event_id OFFSET 0
-) AS p"""
+SELECT source, event_id, payload_hash, result FROM processed_event
+WHERE source = ANY(ARRAY(SELECT json_array_elements_text(%(sources)s::json)))
+    AND event_id = ANY(ARRAY(SELECT json_array_elements_text(%(ids)s::json)))"""
 # The primary of every live row holding one of the identifiers: 'e' for emails, 'p' for phones.
 # Plans as index lookups however large the table.
 LOOKUP_PRIMARIES = """

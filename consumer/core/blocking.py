@@ -131,7 +131,7 @@ def unblock_value(
                 )
             event_id = f"{block_id}:{merge.surviving_primary_id}"
             tx.record_merge(UNBLOCK_SOURCE, event_id, _identifiers(kind, value), merge)
-            tx.outbox.append(merged_event(UNBLOCK_SOURCE, event_id, merge, tx.now, view.document()))
+            tx.outbox.append(merged_event(UNBLOCK_SOURCE, event_id, merge, tx.time, view.document()))
             merges.append((merge, view))
         return UnblockResult(block_id, tuple(merges))
 

@@ -81,7 +81,7 @@ def erase(
         for row_id in erased:
             graph.remove(row_id)
         _scrub(conn, kind, value, digest, erased, tx)
-        tx.outbox.extend(erased_event(request_id, p, by_identity[p], tx.now) for p in formers)
+        tx.outbox.extend(erased_event(request_id, p, by_identity[p], tx.time) for p in formers)
         splits = tx.guard.split(formers, "erasure", request_id, whole=True)
         done = Erasure(
             None if dry_run else request_id,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 import uuid_utils
 
@@ -31,12 +30,13 @@ def output_event_id(source: str, event_id: str, event_type: str) -> str:
 
 
 def outbox_events(
-    source: str, event_id: str, applied: Applied, time: datetime, contact: dict[str, object] | None = None
+    source: str, event_id: str, applied: Applied, time: str, contact: dict[str, object] | None = None
 ) -> list[OutboxEvent]:
     """`identity.resolved`, and `identity.merged` when a primary was demoted.
 
     Built as plain dicts on this hot path; tests validate them against the models in `consumer.contract`.
-    `contact` is `applied.contact.document()` when the caller has it already.
+    `contact` is `applied.contact.document()` when the caller has it already. Every builder here takes
+    `time` as the CloudEvents attribute, ISO 8601: a transaction formats its clock once for all its events.
     """
     if contact is None:
         contact = applied.contact.document()
@@ -48,14 +48,14 @@ def outbox_events(
         "contactId": applied.contact_id,
         "contact": contact,
     }
-    events = [_envelope(RESOLVED_TYPE, source, event_id, key, time.isoformat(), resolved)]
+    events = [_envelope(RESOLVED_TYPE, source, event_id, key, time, resolved)]
     if applied.merge is not None:
         events.append(merged_event(source, event_id, applied.merge, time, contact))
     return events
 
 
 def merged_event(
-    source: str, event_id: str, merge: Merge, time: datetime, contact: dict[str, object]
+    source: str, event_id: str, merge: Merge, time: str, contact: dict[str, object]
 ) -> OutboxEvent:
     """`identity.merged`, keyed by the surviving primary; `contact` is its identity's document."""
     merged: dict[str, object] = {
@@ -66,7 +66,7 @@ def merged_event(
         "contact": contact,
     }
     key = str(merge.surviving_primary_id)
-    return _envelope(MERGED_TYPE, source, event_id, key, time.isoformat(), merged)
+    return _envelope(MERGED_TYPE, source, event_id, key, time, merged)
 
 
 def split_document(split: Split) -> dict[str, object]:
@@ -78,15 +78,15 @@ def split_document(split: Split) -> dict[str, object]:
     }
 
 
-def split_event(split: Split, time: datetime) -> OutboxEvent:
+def split_event(split: Split, time: str) -> OutboxEvent:
     """`identity.split`, keyed by the former primary; its id derives from the cause and that primary."""
     data = split_document(split)
     key = str(split.former_primary_id)
     source = f"{EVENT_SOURCE}:{split.cause_type}"
-    return _envelope(SPLIT_TYPE, source, f"{split.cause_id}:{key}", key, time.isoformat(), data)
+    return _envelope(SPLIT_TYPE, source, f"{split.cause_id}:{key}", key, time, data)
 
 
-def erased_event(request_id: int, former_primary_id: int, erased: list[int], time: datetime) -> OutboxEvent:
+def erased_event(request_id: int, former_primary_id: int, erased: list[int], time: str) -> OutboxEvent:
     """`identity.erased`: ids only, keyed by the former primary, as the split that follows it."""
     data: dict[str, object] = {
         "erasureRequestId": request_id,
@@ -95,7 +95,7 @@ def erased_event(request_id: int, former_primary_id: int, erased: list[int], tim
     }
     key = str(former_primary_id)
     source = f"{EVENT_SOURCE}:erasure"
-    return _envelope(ERASED_TYPE, source, f"{request_id}:{key}", key, time.isoformat(), data)
+    return _envelope(ERASED_TYPE, source, f"{request_id}:{key}", key, time, data)
 
 
 def _envelope(

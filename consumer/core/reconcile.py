@@ -329,6 +329,8 @@ class Transaction:
         # Set once the identities are loaded (`_load_clusters`).
         self.graph: IdentityGraph
         self.now: datetime
+        self.time: str
+        """`now` as the output events' `time` attribute, formatted once (a microsecond per event)."""
         self.guard: Guard
         self.created_by: dict[int, Input] = {}
         self.merges: list[dict[str, object]] = []
@@ -392,7 +394,7 @@ class Transaction:
             self._remember(request, *seen[key])
         if request.publish_unchanged or applied.outcome is not Outcome.MATCHED:
             contact = applied.contact.document()
-            self.outbox.extend(outbox_events(request.source, request.event_id, applied, now, contact))
+            self.outbox.extend(outbox_events(request.source, request.event_id, applied, self.time, contact))
         if applied.merge is not None:
             self.record_merge(request.source, request.event_id, Identifiers(email, phone), applied.merge)
         return resolution
@@ -439,10 +441,11 @@ class Transaction:
         busy_keys = conn.execute(queries.LOCK_KEYS if wait else queries.TRY_LOCK_KEYS, [every])
         # After the key locks: the record of a key this transaction holds is final. API calls without
         # an Idempotency-Key have no record to find.
-        event_keys = [{"source": r.source, "event_id": r.event_id} for r in self.requests if r.idempotent]
-        processed = (
-            conn.execute(queries.PROCESSED_EVENTS, [_json(event_keys)]) if inputs and event_keys else None
-        )
+        keyed = [r for r in self.requests if r.idempotent]
+        processed = None
+        if inputs and keyed:
+            sources, ids = _json(list({r.source for r in keyed})), _json([r.event_id for r in keyed])
+            processed = conn.execute(queries.PROCESSED_EVENTS, {"sources": sources, "ids": ids})
         # After the advisory locks: a block of these values committed before them is seen (blockers
         # take the value's lock too).
         self.blocklist.prefetch(values)
@@ -507,6 +510,7 @@ class Transaction:
                 if not all(self.blocklist(*v) for v in self._skipped):
                     raise _StaleBlock("a value the cache held as blocked was unblocked")
                 self.graph, self.now = graph, _first(clock)
+                self.time = self.now.isoformat()
                 self.guard = Guard(self.conn, graph, self.blocklist, self.limits, self.now)
                 return
             try:
@@ -575,7 +579,7 @@ class Transaction:
                     "split_at": self.now,
                 }
             )
-            self.outbox.append(split_event(split, self.now))
+            self.outbox.append(split_event(split, self.time))
 
     def write(self) -> None:
         """Write everything this transaction changed, one statement per table."""

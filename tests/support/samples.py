@@ -25,5 +25,5 @@ def story_events() -> list[OutboxEvent]:
     for n, (email, phone) in enumerate(STORY):
         at = start + timedelta(minutes=n)
         applied = graph.apply(email, phone, at, at, lambda: next(ids))
-        events += outbox_events("urn:test", f"evt-{n}", applied, at)
+        events += outbox_events("urn:test", f"evt-{n}", applied, at.isoformat())
     return events
