@@ -132,6 +132,10 @@ class IdentityGraph:
     def members(self, primary_id: int) -> list[Contact]:
         return [self.rows[i] for i in self._members[primary_id]]
 
+    def size(self, primary_id: int) -> int:
+        """How many rows the identity holds."""
+        return len(self._members.get(primary_id, ()))
+
     def regroup(self, groups: Iterable[Sequence[Contact]], now: datetime) -> None:
         """Make each group (oldest row first) an identity of its own: its rows link straight to its first."""
         for group in groups:

@@ -60,9 +60,10 @@ class Guard:
         if email is not None and phone is not None:
             pairs: tuple[tuple[Value, str], ...] = ((("phone", phone), email), (("email", email), phone))
             fanned = [value for value, other in pairs if self._fans_out(value, other)]
-            for kind, value in fanned:
-                self.block(kind, value, "fan_out", "rule:max_links_per_value")
-            email, phone = self._allowed(email, phone)
+            if fanned:
+                for kind, value in fanned:
+                    self.block(kind, value, "fan_out", "rule:max_links_per_value")
+                email, phone = self._allowed(email, phone)
         while (email is not None or phone is not None) and (victim := self._over_cap(email, phone)):
             self.block(*victim, "identity_cap", "rule:max_identifiers_per_identity")
             email, phone = self._allowed(email, phone)
@@ -139,10 +140,11 @@ class Guard:
         """The value rule 14 blocks so that these identities joined, with `incoming`, fit the cap: the
         one with the most distinct counterparts (ties: the lowest value); None if they fit."""
         cap = self.limits.max_identifiers_per_identity
-        rows = [r for p in primary_ids for r in self.graph.members(p)]
-        incoming = set(incoming)
-        if 2 * len(rows) + len(incoming) <= cap:  # cheap bound: each row holds two values at most
+        primary_ids, incoming = list(primary_ids), set(incoming)
+        # Cheap bound, counted before any row is gathered: each row holds two values at most.
+        if 2 * sum(map(self.graph.size, primary_ids)) + len(incoming) <= cap:
             return None
+        rows = [r for p in primary_ids for r in self.graph.members(p)]
         held = {v for r in rows for v in r.values()}
         if len(held | incoming) <= cap:
             return None
