@@ -338,7 +338,8 @@ class Transaction:
         self.processed: list[dict[str, object]] = []
         self.outbox: list[OutboxEvent] = []
         self._records: list[tuple[Any, ...]] = []
-        """The processed-event records of the inputs (`_lock`): (source, event id, digest, result)."""
+        """The processed-event records of the inputs, and maybe of other keys: match them by their whole
+        key (`_lock`, `queries.PROCESSED_EVENTS`). Each is (source, event id, digest, result)."""
         self._free_ids: list[int] = []
         self._id_block: psycopg.Cursor[Any] | None = None
         """Contact ids fetched with the locks, one per input that may insert a row (`_lock`)."""
