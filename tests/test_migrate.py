@@ -208,7 +208,7 @@ def test_008_keeps_every_outbox_event_one_row_each_in_order(empty_database: str,
                 [event_type, key, payload, published],
             )
 
-    assert "008_outbox_row_per_transaction" in migrate(empty_database)
+    assert migrate(empty_database) == [m.version for m in available() if m.version >= "008"]
 
     with psycopg.connect(empty_database) as conn:
         rows = conn.execute(
