@@ -250,11 +250,12 @@ def _transaction(
             # Rare (a merge raced the lookup): the restart waits for that primary in the global order.
             extra_primaries |= exc.primaries
             wait = True
-        except (errors.DeadlockDetected, errors.SerializationFailure) as exc:
+        except (errors.DeadlockDetected, errors.SerializationFailure) as conflict:
             # Blocks take a value's lock out of the global order (rules 13-14): rare, and retried.
+            # (Not `exc` again: compiled, a name keeps the type of its first binding, `_PrimaryBusy`.)
             if attempt == _MAX_ATTEMPTS:
                 raise
-            if isinstance(exc, _StaleBlock):  # the retry trusts no cache: it locks what it must at once
+            if isinstance(conflict, _StaleBlock):  # the retry trusts no cache: it locks what it must at once
                 guard = replace(guard, blocked_cache=None)
     raise AssertionError("unreachable: the last attempt returns or raises")
 
