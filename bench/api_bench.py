@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -44,6 +44,7 @@ import psutil
 import psycopg
 from psycopg import sql
 
+from bench import compiled
 from bench.cpu import postgres_cpu_seconds
 from consumer.clients import Scope, create_client
 from consumer.core import check_invariants
@@ -164,9 +165,17 @@ class Server(Protocol):
 
 @contextmanager
 def api_process(
-    database_url: str, workers: int, pool_size: int, log_dir: Path, key: str, *, auth: bool = True
+    database_url: str,
+    workers: int,
+    pool_size: int,
+    log_dir: Path,
+    key: str,
+    *,
+    auth: bool = True,
+    code: Mapping[str, str] | None = None,
 ) -> Iterator[ApiServer]:
-    env = {"API_POOL_MAX_SIZE": str(pool_size), "API_AUTH": "on" if auth else "off"}
+    """The service; `code` is the environment that picks the code it runs (`compiled.environment`)."""
+    env = {"API_POOL_MAX_SIZE": str(pool_size), "API_AUTH": "on" if auth else "off", **(code or {})}
     if not auth:
         env["LOG_LEVEL"] = "ERROR"  # not the auth-off warning of each worker
     with api_server(database_url, log_dir, workers=workers, env=env, ready="/readyz", key=key) as server:
@@ -221,7 +230,14 @@ def copy_database(url: str, name: str) -> str:
 
 @contextmanager
 def cold_service(
-    admin_url: str, name: str, workers: int, pool_size: int, log_dir: Path, *, analyzed: bool = False
+    admin_url: str,
+    name: str,
+    workers: int,
+    pool_size: int,
+    log_dir: Path,
+    *,
+    analyzed: bool = False,
+    code: Mapping[str, str] | None = None,
 ) -> Iterator[ApiServer]:
     """The service on a database of its own, just migrated: empty and never analyzed (or, with
     `analyzed`, analyzed while empty, as autovacuum's first ANALYZE may find it), as a new
@@ -234,7 +250,7 @@ def cold_service(
         if analyzed:
             conn.execute("ANALYZE")
         key = bench_key(conn)
-    with api_process(url, workers, pool_size, log_dir, key) as server:
+    with api_process(url, workers, pool_size, log_dir, key, code=code) as server:
         yield server
 
 
@@ -345,6 +361,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=range(1, 11),
         help="with a comparison: rounds of each server in turn, then in reverse",
     )
+    parser.add_argument(
+        "--compiled", action="store_true", help="run the wheel with the core compiled, as the image does"
+    )
     args = parser.parse_args(argv)
     others = [
         mode
@@ -369,8 +388,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 key = bench_key(conn)
             headers = bearer(key)
             floor_url = copy_database(pg.url, "floor") if args.floor else ""
+            code = compiled.environment(compiled.build(log_dir / "compiled")) if args.compiled else {}
             with ExitStack() as stack:
-                start = partial(api_process, pg.url, args.workers, args.pool_size, log_dir, key)
+                start = partial(api_process, pg.url, args.workers, args.pool_size, log_dir, key, code=code)
                 servers: dict[str, Server] = {SERVICE: stack.enter_context(start())}
                 if args.compare_auth_off:
                     servers["auth off"] = stack.enter_context(start(auth=False))
@@ -382,7 +402,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"CPU {cpu_model()}, cores {os.cpu_count()}, API workers {args.workers}, "
                     f"pool {args.pool_size}/worker, client processes {args.client_processes}, "
                     f"existing customers {args.customers}, "
-                    f"PostgreSQL {'durable' if args.durable else 'fsync off'}",
+                    f"PostgreSQL {'durable' if args.durable else 'fsync off'}, "
+                    f"service {'compiled' if args.compiled else 'interpreted'}",
                     flush=True,
                 )
                 figures: dict[tuple[str, int], Figures] = {}
@@ -403,6 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         args.pool_size,
                                         log_dir,
                                         analyzed=args.cold_analyzed,
+                                        code=code,
                                     )
                                 )
                                 server: Server = cold

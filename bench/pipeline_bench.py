@@ -18,6 +18,8 @@ PostgreSQL, Tansu, the worker, the relay and this process all share the machine'
 are for the machine as a whole; the CPU seconds each used are printed to show where the time goes.
 PostgreSQL runs with fsync off, as in the test suite, unless `--durable` keeps its defaults (fsync and
 synchronous_commit on, as in production); either way pgbench runs on the same server, on equal terms.
+The worker and relay run the checkout's code as the interpreter runs it, unless `--compiled` first
+builds the wheel the Docker image installs, its core compiled by mypyc (bench/compiled.py), and runs that.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import psycopg
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from tqdm import tqdm
 
+from bench import compiled
 from bench.cpu import cpu_seconds, postgres_cpu_seconds
 from consumer.local.embedded import create_topics, free_port, start_broker, start_postgres
 from consumer.migrate import migrate
@@ -121,6 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--durable", action="store_true", help="keep PostgreSQL's fsync and synchronous_commit on"
     )
+    parser.add_argument(
+        "--compiled", action="store_true", help="run the wheel with the core compiled, as the image does"
+    )
     args = parser.parse_args(argv)
 
     report = Report()
@@ -148,11 +154,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "RELAY_BATCH_SIZE": str(args.relay_batch_size),
             "LOG_LEVEL": "WARNING",
         }
+        if args.compiled:
+            env |= compiled.environment(compiled.build(workdir / "compiled"))
         customers = args.customers or max(10, args.events // 4)
         report.add(
             "events / customers / checkout partitions", f"{args.events} / {customers} / {args.partitions}"
         )
         report.add("PostgreSQL", "durable (fsync on)" if args.durable else "fsync off")
+        report.add("worker and relay code", "compiled wheel" if args.compiled else "interpreted checkout")
         report.add(
             "worker processes / batch sizes (worker, relay)",
             f"{args.workers} / {args.worker_batch_size}, {args.relay_batch_size}",
