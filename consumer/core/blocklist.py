@@ -6,6 +6,7 @@ shipped junk patterns below. Blocked values are treated as absent by matching an
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -92,9 +93,17 @@ def junk_value(kind: Kind, value: str) -> bool:
 
 
 def value_hash(kind: Kind, value: str, key: bytes) -> bytes:
-    """The keyed hash a block is matched by; it outlives the value's erasure (rule 17)."""
-    # The one-shot form: OpenSSL's HMAC without a Python object per value (1.6 against 2.5 µs).
-    return hmac.digest(key, f"{kind}\x1f{value}".encode(), "sha256")
+    """The keyed hash a block is matched by (HMAC-SHA256); it outlives the value's erasure (rule 17)."""
+    # A copy of the keyed HMAC skips OpenSSL's key setup, most of a one-shot `hmac.digest` (1.0 against
+    # 1.6 µs per value): an input's values are hashed in every transaction that sees them.
+    mac = _keyed_hmac(key).copy()
+    mac.update(f"{kind}\x1f{value}".encode())
+    return mac.digest()
+
+
+@functools.lru_cache(maxsize=4)
+def _keyed_hmac(key: bytes) -> hmac.HMAC:
+    return hmac.new(key, digestmod="sha256")
 
 
 def lock_key(*parts: str) -> int:
