@@ -1,7 +1,7 @@
 # The service image: `identity migrate | worker | relay | api` (docker-compose.yml runs each).
 
-# First stage: the package as a wheel, its reconciliation core compiled by mypyc (setup.py): a quarter
-# less CPU per event in the worker (docs/benchmarks.md). mypyc type-checks what it compiles, so this
+# First stage: the package as a wheel, its reconciliation core compiled by mypyc (setup.py): about a
+# sixth less CPU per event in the worker (docs/benchmarks.md). mypyc type-checks what it compiles, so this
 # stage installs the locked runtime dependencies and mypy beside the C compiler of the full image.
 FROM python:3.11 AS build
 ENV PIP_NO_CACHE_DIR=1 \

@@ -1,6 +1,6 @@
 """The package's build. With IDENTITY_COMPILE=1 it also compiles the worker's hot modules with mypyc.
 
-Compiled, a worker spends about a quarter less CPU per event (docs/benchmarks.md); the Docker image is
+Compiled, a worker spends about a sixth less CPU per event (docs/benchmarks.md); the Docker image is
 built so. mypyc type-checks what it compiles, so that build needs mypy and the runtime dependencies
 installed beside it: `IDENTITY_COMPILE=1 pip wheel --no-build-isolation --no-deps .` in the dev venv.
 A plain build, the editable install of development included, is the same code interpreted.
