@@ -12,6 +12,7 @@ import sys
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from bench import compiled
@@ -53,8 +54,13 @@ def test_the_core_is_imported_compiled_from_the_wheel(site: Path) -> None:
         assert origin.endswith(tuple(EXTENSION_SUFFIXES)), f"{name} is not compiled: {origin}"
 
 
-def test_the_core_tests_pass_against_the_compiled_core(site: Path, database_url: str) -> None:
+def test_the_core_tests_pass_against_the_compiled_core(site: Path, database_url: str, tmp_path: Path) -> None:
     # The checkout goes last on the path (for `tests`), after the wheel: `consumer` comes from the wheel.
+    # A base directory of its own: pytest makes its default one's parent private (0700), which would
+    # lock this run's embedded PostgreSQL, a user of its own, out of its data directory.
     args = ["-m", "pytest", "tests/core", "tests/test_normalize.py", "-q", "-p", "no:cacheprovider"]
-    result = python(site, *args, "--import-mode=append", DATABASE_URL=database_url)
+    args += ["--import-mode=append", "--basetemp", str(tmp_path / "basetemp")]
+    result = python(site, *args, DATABASE_URL=database_url)
     assert result.returncode == 0, result.stdout[-6000:]
+    with psycopg.connect(database_url) as conn:  # the server the rest of this run uses still answers
+        assert conn.execute("SELECT 1").fetchone() == (1,)
