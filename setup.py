@@ -1,4 +1,4 @@
-"""The package's build. With IDENTITY_COMPILE=1 it also compiles the worker's hot modules with mypyc.
+"""The package's build. With IDENTITY_COMPILE=1 it also compiles the reconciliation core with mypyc.
 
 Compiled, a worker spends about a sixth less CPU per event (docs/benchmarks.md); the Docker image is
 built so. mypyc type-checks what it compiles, so that build needs mypy and the runtime dependencies

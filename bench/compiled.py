@@ -1,7 +1,7 @@
 """The compiled build (`IDENTITY_COMPILE=1`, setup.py) of this checkout, unpacked where a process imports it.
 
 The wheel is the one the Docker image installs: `python -m bench.pipeline_bench --compiled` measures it,
-and `tests/test_compiled.py` runs the core's tests against it.
+and `tests/bench/test_compiled.py` runs the core's tests against it.
 """
 
 from __future__ import annotations
