@@ -342,8 +342,8 @@ class Transaction:
         """The processed-event records of the inputs, and maybe of other keys: match them by their whole
         key (`_lock`, `queries.PROCESSED_EVENTS`). Each is (source, event id, digest, result)."""
         self._free_ids: list[int] = []
-        self._id_block: psycopg.Cursor[Any] | None = None
-        """Contact ids fetched with the locks, one per input that may insert a row (`_lock`)."""
+        self._new_rows = 0
+        """How many rows the inputs going on may insert: contact ids fetched with the clock (`_lock`)."""
         self._ids_wanted = 0
         """How many inputs are left to apply: the size of the next block of contact ids fetched."""
         self._known: set[tuple[Kind, str]] = set()
@@ -459,8 +459,8 @@ class Transaction:
         wanted = set().union(extra_primaries, *(c for c, go in zip(clusters, ready, strict=True) if go))
         statement = queries.LOCK_PRIMARIES if wait else queries.LOCK_PRIMARIES_SKIP_LOCKED
         cursor = conn.execute(statement, [_json(sorted(wanted))])
-        if inputs and (new := self._new_rows(ready, primaries_of)):
-            self._id_block = conn.execute(queries.ALLOCATE_CONTACT_IDS, [new])
+        if inputs:
+            self._new_rows = self._count_new_rows(ready, primaries_of)
         loading = self._send_load(wanted)
         locked = {row[0] for row in cursor.fetchall()}
         if not wait:
@@ -470,7 +470,7 @@ class Transaction:
         self._load_clusters(locked, loading)
         return ready
 
-    def _new_rows(self, ready: list[bool], primaries_of: dict[tuple[Kind, str], set[int]]) -> int:
+    def _count_new_rows(self, ready: list[bool], primaries_of: dict[tuple[Kind, str], set[int]]) -> int:
         """How many rows the ready inputs may insert: one per input, not a replay, holding an unblocked
         value no live row holds. Asks nothing of the database: the blocks of the values not skipped
         came back with the lookup (the skipped values' second lookup is not sent yet)."""
@@ -483,9 +483,11 @@ class Transaction:
         )
 
     def _send_load(self, primaries: set[int]) -> tuple[psycopg.Cursor[Any], psycopg.Cursor[Any]]:
-        """Send the loading of these primaries' clusters, the clock, and the skipped values' blocks."""
+        """Send the loading of these primaries' clusters, the clock with the contact ids the inputs may
+        need, and the skipped values' blocks. (A load sent again leaves the ids of the first unused: gaps,
+        as a rollback leaves.)"""
         rows = self.conn.execute(queries.CLUSTERS_OF_PRIMARIES, [_json(sorted(primaries))], binary=True)
-        clock = self.conn.execute(queries.CLOCK)
+        clock = self.conn.execute(queries.CLOCK_AND_CONTACT_IDS, [self._new_rows])
         self.blocklist.prefetch(self._skipped, again=True)  # under the row locks (see `_lock`)
         return rows, clock
 
@@ -511,7 +513,8 @@ class Transaction:
             if not missing:
                 if not all(self.blocklist(*v) for v in self._skipped):
                     raise _StaleBlock("a value the cache held as blocked was unblocked")
-                self.graph, self.now = graph, _first(clock)
+                self.now, ids = _clock_and_ids(clock)
+                self.graph, self._free_ids = graph, ids[::-1]
                 self.time = self.now.isoformat()
                 self.guard = Guard(self.conn, graph, self.blocklist, self.limits, self.now)
                 return
@@ -535,12 +538,11 @@ class Transaction:
         return primaries_of
 
     def _next_id(self) -> int:
-        """Contact ids come from the table's sequence, fetched in blocks only once a row is needed."""
+        """Contact ids come from the table's sequence: those `_lock` foresaw came with the clock; more
+        are fetched in a block, for the inputs left, only once a row is needed."""
         if not self._free_ids:
-            cursor, self._id_block = self._id_block, None
-            if cursor is None:  # none foreseen, or more rows than `_lock` foresaw
-                cursor = self.conn.execute(queries.ALLOCATE_CONTACT_IDS, [self._ids_wanted + 1])
-            self._free_ids = [row[0] for row in cursor.fetchall()][::-1]
+            cursor = self.conn.execute(queries.CLOCK_AND_CONTACT_IDS, [self._ids_wanted + 1])
+            self._free_ids = _clock_and_ids(cursor)[1][::-1]
         return self._free_ids.pop()
 
     def _remember(self, request: Input, digest: bytes, result: dict[str, Any]) -> None:
@@ -658,7 +660,8 @@ def _json(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-def _first(cursor: psycopg.Cursor[Any]) -> Any:
+def _clock_and_ids(cursor: psycopg.Cursor[Any]) -> tuple[datetime, list[int]]:
+    """The answer to `queries.CLOCK_AND_CONTACT_IDS`."""
     row = cursor.fetchone()
     assert row is not None
-    return row[0]
+    return row[0], row[1]
