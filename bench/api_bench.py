@@ -16,7 +16,9 @@ bridging two customers) at each concurrency level, and prints throughput and cli
 
 The load generator runs in its own processes (asyncio + aiohttp, keep-alive connections) on the same
 machine, so it competes with the server and PostgreSQL for the cores: on a small machine the
-figures are a floor, and the load generator's CPU share is printed so it can be judged.
+figures are a floor, and the load generator's CPU share is printed so it can be judged. For the
+service it also prints how its processes batched the calls (from its /metrics): the mean batch, and
+how often and how long a batch lingered for calls its process expected.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from consumer.local.embedded import free_port, start_postgres
 from consumer.migrate import migrate
 from tests.support import FAST_POSTGRES, ROOT
 from tests.support.keys import bearer
+from tests.support.metrics import samples, value
 from tests.support.polling import wait_until
 from tests.support.processes import STARTUP_TIMEOUT_S, ApiServer, answers, api_server
 
@@ -305,6 +308,35 @@ def report(
     return n / seconds, quantiles[98], server_cpu_s / n, postgres_cpu_s / n
 
 
+BATCH_COUNTERS = (
+    "identity_api_batch_size_count",
+    "identity_api_batch_size_sum",
+    "identity_api_batch_linger_seconds_count",
+    "identity_api_batch_linger_seconds_sum",
+)
+
+
+def batch_counters(url: str) -> dict[str, float]:
+    """The service's batching counters from its /metrics (the server sums its processes')."""
+    metrics = samples(url)
+    return {name: value(metrics, name) for name in BATCH_COUNTERS}
+
+
+def report_batches(label: str, concurrency: int, counted: dict[str, float]) -> None:
+    """Print how the service batched one level's calls: a linger near API_BATCH_LINGER_MS on average
+    means the calls its process expected did not come in time."""
+    batches = counted["identity_api_batch_size_count"]
+    lingers = counted["identity_api_batch_linger_seconds_count"]
+    if not batches:
+        return
+    linger_ms = counted["identity_api_batch_linger_seconds_sum"] / lingers * 1000 if lingers else 0.0
+    print(
+        f"{label:8s} concurrency {concurrency:3d}: {counted['identity_api_batch_size_sum'] / batches:.1f} "
+        f"calls per batch, {lingers / batches:.0%} of batches lingered, {linger_ms:.2f} ms on average",
+        flush=True,
+    )
+
+
 def compare(figures: dict[tuple[str, int], Figures], concurrency: int, mode: str, base: str) -> None:
     (rate, p99, cpu, pg), (base_rate, base_p99, base_cpu, base_pg) = (
         figures[mode, concurrency],
@@ -411,6 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     results: dict[str, list[ClientResult]] = {mode: [] for mode in modes}
                     server_cpu = dict.fromkeys(modes, 0.0)
                     postgres_cpu = dict.fromkeys(modes, 0.0)
+                    batching = {mode: dict.fromkeys(BATCH_COUNTERS, 0.0) for mode in modes}
                     for run, mode in enumerate(order):
                         seed = args.seed * 1000 + level * 100 + run
                         n = args.client_processes
@@ -433,18 +466,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 server = servers[mode]
                                 run_headers = {} if mode in ("auth off", "floor") else headers
                                 measure(server.url, concurrency, n, args.warmup, seed, run_headers)
+                            counters = {} if mode == "floor" else batch_counters(server.url)
                             cpu_before = server_cpu_s(server.pid)
                             postgres_before = postgres_cpu_seconds(log_dir / "pgdata")
                             results[mode] += measure(
                                 server.url, concurrency, n, args.seconds, seed + 50, run_headers
                             )
                             server_cpu[mode] += server_cpu_s(server.pid) - cpu_before
+                            for name, after in (batch_counters(server.url) if counters else {}).items():
+                                batching[mode][name] += after - counters[name]
                             postgres_cpu[mode] += postgres_cpu_seconds(log_dir / "pgdata") - postgres_before
                     for mode, runs in results.items():
                         seconds = args.seconds * order.count(mode)
                         figures[mode, concurrency] = report(
                             mode, concurrency, runs, seconds, server_cpu[mode], postgres_cpu[mode]
                         )
+                        report_batches(mode, concurrency, batching[mode])
                 for concurrency in args.concurrency:
                     for mode in others:
                         compare(
