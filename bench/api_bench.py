@@ -466,16 +466,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 server = servers[mode]
                                 run_headers = {} if mode in ("auth off", "floor") else headers
                                 measure(server.url, concurrency, n, args.warmup, seed, run_headers)
-                            counters = {} if mode == "floor" else batch_counters(server.url)
+                            batches = mode != "floor"  # the floor has no batches
+                            batches_before = batch_counters(server.url) if batches else {}
                             cpu_before = server_cpu_s(server.pid)
                             postgres_before = postgres_cpu_seconds(log_dir / "pgdata")
                             results[mode] += measure(
                                 server.url, concurrency, n, args.seconds, seed + 50, run_headers
                             )
                             server_cpu[mode] += server_cpu_s(server.pid) - cpu_before
-                            for name, after in (batch_counters(server.url) if counters else {}).items():
-                                batching[mode][name] += after - counters[name]
                             postgres_cpu[mode] += postgres_cpu_seconds(log_dir / "pgdata") - postgres_before
+                            if batches:
+                                batches_after = batch_counters(server.url)
+                                for name in BATCH_COUNTERS:
+                                    batching[mode][name] += batches_after[name] - batches_before[name]
                     for mode, runs in results.items():
                         seconds = args.seconds * order.count(mode)
                         figures[mode, concurrency] = report(
