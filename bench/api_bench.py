@@ -466,8 +466,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 server = servers[mode]
                                 run_headers = {} if mode in ("auth off", "floor") else headers
                                 measure(server.url, concurrency, n, args.warmup, seed, run_headers)
-                            batches = mode != "floor"  # the floor has no batches
-                            batches_before = batch_counters(server.url) if batches else {}
+                            batched = mode != "floor"  # the floor has no batches
+                            batches_before = batch_counters(server.url) if batched else {}
                             cpu_before = server_cpu_s(server.pid)
                             postgres_before = postgres_cpu_seconds(log_dir / "pgdata")
                             results[mode] += measure(
@@ -475,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             )
                             server_cpu[mode] += server_cpu_s(server.pid) - cpu_before
                             postgres_cpu[mode] += postgres_cpu_seconds(log_dir / "pgdata") - postgres_before
-                            if batches:
+                            if batched:
                                 batches_after = batch_counters(server.url)
                                 for name in BATCH_COUNTERS:
                                     batching[mode][name] += batches_after[name] - batches_before[name]

@@ -111,5 +111,5 @@ def test_the_server_keeps_one_plan_per_statement(database_url: str, db: psycopg.
     statements = {" ".join(statement.split())[:60]: (generic, custom) for statement, generic, custom in plans}
     assert any("clock_timestamp()" in s for s in statements), statements  # the contact ids' statement
     assert any(s.startswith("INSERT INTO merge_log") for s in statements), statements
-    replanned = {s: plans for s, plans in statements.items() if plans[1] > 5}
+    replanned = {s: counts for s, counts in statements.items() if counts[1] > 5}
     assert replanned == {}
